@@ -1,0 +1,103 @@
+"""Hugging Face faces of the model: `OmniDiffConfig` / `OmniDiffModel`.
+
+They let ``save_pretrained(dir)`` / ``from_pretrained(dir)`` round-trip through safetensors and the
+Auto classes (``AutoConfig``/``AutoModel``, registered here, no remote code). The unified
+vocabulary travels with the weights twice: inside ``config.json`` (what the loader checks) and as
+``omnidiff_vocab.json`` beside it (what tools and tokenizers read). Loading with an ``expected_vocab``
+that differs raises instead of producing silently mis-mapped ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+from omnidiff.models.layers import RotaryEmbedding
+from omnidiff.models.moe import MoEFeedForward
+from omnidiff.models.transformer import Transformer, TransformerConfig
+from omnidiff.tokenization.vocab import Vocab
+
+
+class OmniDiffConfig(PretrainedConfig):
+    model_type = "omnidiff"
+
+    def __init__(self, transformer: dict | None = None, vocab: dict | None = None, **kwargs):
+        self.transformer = transformer or {}
+        self.vocab = vocab
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_parts(cls, cfg: TransformerConfig, vocab: Vocab | None = None) -> OmniDiffConfig:
+        if vocab is not None and vocab.size != cfg.vocab_size:
+            raise ValueError(
+                f"model vocab_size {cfg.vocab_size} does not match the vocabulary's {vocab.size} ids; "
+                "build the model config from the vocabulary (preset_config(name, vocab.size))"
+            )
+        return cls(transformer=cfg.to_dict(), vocab=None if vocab is None else vocab.to_dict())
+
+    def transformer_config(self) -> TransformerConfig:
+        return TransformerConfig.from_dict(dict(self.transformer))
+
+    def get_vocab(self) -> Vocab | None:
+        return None if self.vocab is None else Vocab.from_dict(self.vocab)
+
+
+class OmniDiffModel(PreTrainedModel):
+    """`Transformer` behind the PreTrainedModel interface; ``forward`` passes straight through."""
+
+    config_class = OmniDiffConfig
+    base_model_prefix = "omnidiff"
+    main_input_name = "tokens"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: OmniDiffConfig):
+        super().__init__(config)
+        self.model = Transformer(config.transformer_config())
+        if self.model.cfg.tie_embeddings:
+            self._tied_weights_keys = {"model.lm_head.weight": "model.embed.weight"}
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # Parameters are initialised by Transformer.__init__ or loaded; only the buffers that are
+        # not saved (rotary tables, an unused expert bias) must be rebuilt after a meta-device init.
+        if isinstance(module, RotaryEmbedding):
+            module.reset_buffers()
+        elif isinstance(module, MoEFeedForward) and not module.cfg.expert_bias:
+            module.bias = torch.zeros_like(module.bias, device="cpu" if module.bias.is_meta else module.bias.device)
+
+    @property
+    def vocab(self) -> Vocab | None:
+        return self.config.get_vocab()
+
+    def forward(self, tokens: torch.Tensor, **kwargs):
+        return self.model(tokens, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        vocab = self.vocab
+        if vocab is not None:
+            vocab.save(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *args, expected_vocab: Vocab | None = None, **kwargs) -> OmniDiffModel:
+        """Load from a local folder; raises if ``expected_vocab`` is given and differs."""
+        folder = Path(path)
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"no OmniDiff checkpoint at {folder} (config.json missing); pass the folder written by "
+                "save_pretrained or by train.py's export"
+            )
+        kwargs.setdefault("local_files_only", True)
+        model = super().from_pretrained(str(folder), *args, **kwargs)
+        if expected_vocab is not None:
+            stored = model.vocab
+            if stored is None:
+                raise ValueError(f"checkpoint {folder} carries no vocabulary; cannot check it against yours")
+            expected_vocab.check_compatible(stored, what=f"checkpoint {folder}")
+        return model
+
+
+AutoConfig.register("omnidiff", OmniDiffConfig, exist_ok=True)
+AutoModel.register(OmniDiffConfig, OmniDiffModel, exist_ok=True)
