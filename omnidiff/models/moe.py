@@ -65,6 +65,11 @@ class MoEAux:
         )
 
 
+def _grouped_mm_ok(x: torch.Tensor) -> bool:
+    """torch._grouped_mm runs fp32 on CPU; on CUDA it wants bf16 (Hopper+ kernels)."""
+    return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" or x.dtype == torch.bfloat16)
+
+
 class MoEFeedForward(nn.Module):
     def __init__(self, dim: int, cfg: MoEConfig):
         super().__init__()
@@ -110,14 +115,26 @@ class MoEFeedForward(nn.Module):
         token_of = order // K  # which token each sorted assignment belongs to
         counts = torch.bincount(flat_expert, minlength=self.cfg.num_experts).tolist()
         x_sorted = x_NC.index_select(0, token_of)
+        if _grouped_mm_ok(x_sorted):
+            offsets = torch.tensor(counts, device=x_NC.device).cumsum(0).to(torch.int32)
+            h = F.silu(torch._grouped_mm(x_sorted, self.w_gate, offs=offsets))
+            h = h * torch._grouped_mm(x_sorted, self.w_up, offs=offsets)
+            y_sorted = torch._grouped_mm(h, self.w_down, offs=offsets)
+        else:
+            y_sorted = self._expert_loop(x_sorted, counts)
+        y_sorted = y_sorted * top_w_NK.reshape(-1)[order].unsqueeze(-1)
+        return torch.zeros_like(x_NC).index_add_(0, token_of, y_sorted)
+
+    def _expert_loop(self, x_sorted: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Fallback without grouped matmul: one matmul per expert on its contiguous slice."""
+        # unbind (not w[e]) so backward stacks the expert gradients once instead of adding E
+        # full-size zero-padded gradients.
+        w_gate, w_up, w_down = self.w_gate.unbind(0), self.w_up.unbind(0), self.w_down.unbind(0)
         pieces = []
         for e, xs in enumerate(x_sorted.split(counts)):
-            if xs.shape[0] == 0:
-                continue
-            h = F.silu(xs @ self.w_gate[e]) * (xs @ self.w_up[e])
-            pieces.append(h @ self.w_down[e])
-        y_sorted = torch.cat(pieces) * top_w_NK.reshape(-1)[order].unsqueeze(-1)
-        return torch.zeros_like(x_NC).index_add_(0, token_of, y_sorted)
+            if xs.shape[0]:
+                pieces.append((F.silu(xs @ w_gate[e]) * (xs @ w_up[e])) @ w_down[e])
+        return torch.cat(pieces)
 
     def _aux(self, logits_NE: torch.Tensor, top_idx_NK: torch.Tensor) -> MoEAux:
         E = self.cfg.num_experts
