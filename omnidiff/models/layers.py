@@ -95,12 +95,16 @@ class AttentionSpec:
         block_size: for ``block``: block length B; the input holds 2L tokens (x_t then x_0).
         padding_mask: [B, L] bool, True on real tokens, over the tokens of this forward (for
             ``block``, over one copy of length L; it is applied to both copies).
+        allowed: optional [B, Q, K] bool ANDed into the mode's mask, for patterns no mode names
+            (e.g. the causal-to-bidirectional annealing of AR-to-diffusion adaptation: mode
+            ``full`` plus the annealed pattern here).
     """
 
     mode: str = "full"
     prefix_lengths: torch.Tensor | None = None
     block_size: int | None = None
     padding_mask: torch.Tensor | None = None
+    allowed: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.mode not in ATTENTION_MODES:
@@ -154,6 +158,11 @@ def build_attention_mask(
             | (~q_x0 & k_x0 & (k_blk < q_blk))
             | (q_x0 & k_x0 & (k_blk <= q_blk))
         ).expand(batch, q_len, k_len)
+    if spec.allowed is not None:
+        if spec.allowed.shape != (batch, q_len, k_len):
+            raise ValueError(f"explicit allowed mask must be [batch, queries, keys] = {(batch, q_len, k_len)}, "
+                             f"got {tuple(spec.allowed.shape)}")
+        allowed = allowed & spec.allowed.to(device=device, dtype=torch.bool)
     if key_padding_BK is None and spec.padding_mask is not None:
         key_padding_BK = spec.padding_mask.bool()
         if mode == "block":

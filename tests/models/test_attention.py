@@ -58,6 +58,13 @@ def test_mask_matches_brute_force(mode):
     assert torch.equal(got[:, 0], expected)
 
 
+def test_explicit_allowed_mask_is_anded_and_keeps_diagonal():
+    allowed = torch.zeros(1, 3, 3, dtype=torch.bool)
+    allowed[0, 2, 0] = True
+    got = build_attention_mask(AttentionSpec("full", allowed=allowed), 1, 3, 3)[0, 0]
+    assert got.tolist() == [[True, False, False], [False, True, False], [True, False, True]]
+
+
 def test_mask_queries_are_last_slots_with_cache():
     spec = AttentionSpec(mode="causal")
     got = build_attention_mask(spec, 1, 2, 5)[0, 0]
