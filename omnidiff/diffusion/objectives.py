@@ -1,0 +1,228 @@
+"""The masked-diffusion training loss (DESIGN.md section 5): `DiffusionLossConfig`, `diffusion_loss`.
+
+For a batch of clean sequences x_0 (prefix + answer), draw a time t per sample (per block in block
+diffusion), mask each answer token with probability ``1 - alpha_t`` and score the model's
+prediction of every masked token:
+
+    L(b)  = sum_{j masked} w(t_bj) * CE(logits[b, j], x_0[b, j]),     w(t) = -alpha'_t / (1 - alpha_t)
+    ELBO  = sum_b L(b) / sum_b A_b                                    (nats per answer token)
+
+where A_b counts sample b's answer tokens (its ``<eos>`` padding included: those are trained on).
+The training loss is the same sum normalised per token (``token``, pretraining) or
+``mean_b L(b) / A_b`` (``answer_length``, LLaDA SFT). E_t[L(b)] is the negative ELBO of the answer
+given the prefix, so ``elbo`` is a Monte-Carlo estimate of the bound in nats per token (with a
+mask-rate clip it only covers the clipped range; evaluate with `likelihood.py` instead).
+
+Options:
+- ``complementary`` (LaViDa): two copies per sample with complementary masked sets, rates p and 1 - p;
+  each copy is scored only where it is masked; the ELBO is the mean of the two copies' estimates.
+- ``attention="block"`` (BD3-LM): per-block times, input ``x_t ⊕ x_0``; only the x_t half is scored.
+- ``shift`` (AR-initialised models): the prediction of token j is read from logits[j - 1].
+- ``attention="causal"`` with ``anneal_steps = N`` (DiffuLLaMA): each causally hidden pair becomes
+  visible with probability step / N; from step N on the attention is plain ``full``.
+- MoE: ``moe_balance_coef * balance + moe_z_coef * z`` is added to the loss and logged apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnidiff.diffusion.masking import (
+    annealed_attention_mask,
+    block_input,
+    complementary_copies,
+    mask_tokens,
+    num_blocks,
+    per_block_values,
+    reveal_probability,
+)
+from omnidiff.diffusion.schedules import NoiseSchedule, TimeSampler
+from omnidiff.models.layers import AttentionSpec
+
+NORMALIZATIONS = ("token", "answer_length")
+LOSS_ATTENTION_MODES = ("prefix", "full", "block", "causal")
+
+
+@dataclass
+class DiffusionLossConfig:
+    """Everything the diffusion objective needs (see the module docstring for the formulas).
+
+    ``mask_id`` must be the vocabulary's ``<mask>`` id (``vocab.mask_id``; 1 with the default
+    specials); `DiffusionLossConfig.for_vocab` fills it in.
+    """
+
+    schedule: str = "linear"  # "linear" | "cosine" | "loglinear"
+    time_sampling: str = "antithetic"  # "uniform" | "antithetic"
+    eps: float = 1e-3  # t = (1 - eps) u + eps
+    mask_rate_clip: tuple[float, float] | None = None  # BD3-LM (beta, omega)
+    normalization: str = "token"  # "token" | "answer_length"
+    complementary: bool = False
+    attention: str = "prefix"  # "prefix" | "full" | "block" | "causal"
+    block_size: int | None = None  # for attention="block"
+    shift: bool = False  # logits at i predict token i + 1 (AR-initialised models)
+    anneal_steps: int = 0  # > 0 with attention="causal": causal -> bidirectional over N steps
+    moe_balance_coef: float = 0.01
+    moe_z_coef: float = 0.001
+    mask_id: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.mask_rate_clip, list):
+            self.mask_rate_clip = tuple(self.mask_rate_clip)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; allowed: {list(NORMALIZATIONS)}")
+        if self.attention not in LOSS_ATTENTION_MODES:
+            raise ValueError(f"unknown attention {self.attention!r}; allowed: {list(LOSS_ATTENTION_MODES)}")
+        if self.attention == "block" and (self.block_size is None or self.block_size <= 0):
+            raise ValueError("attention='block' needs a positive block_size (the BD3-LM block length)")
+        if self.attention == "block" and self.shift:
+            raise ValueError("shift is not defined for block diffusion (a block's first token would be read "
+                             "from the previous block); use shift with 'full', 'prefix' or 'causal' attention")
+        if self.anneal_steps < 0 or (self.anneal_steps and self.attention != "causal"):
+            raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and is only used with attention='causal'")
+        self.time_sampler()  # validates schedule, sampling, eps and clip
+
+    @classmethod
+    def for_vocab(cls, vocab, **kwargs) -> DiffusionLossConfig:
+        return cls(mask_id=vocab.mask_id, **kwargs)
+
+    def time_sampler(self) -> TimeSampler:
+        return TimeSampler(NoiseSchedule(self.schedule), self.time_sampling, self.eps, self.mask_rate_clip,
+                           symmetric=self.complementary)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar to backprop (MoE aux included)
+    metrics: dict[str, float] = field(default_factory=dict)
+    expert_load: torch.Tensor | None = None  # [num_moe_layers, E]
+
+
+def check_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(tokens, padding_mask, answer_mask) of a collated batch, validated."""
+    missing = [k for k in ("tokens", "padding_mask", "answer_mask") if k not in batch]
+    if missing:
+        raise ValueError(f"batch is missing {missing}; the collator must yield tokens, padding_mask and answer_mask")
+    tokens, pad, ans = batch["tokens"], batch["padding_mask"].bool(), batch["answer_mask"].bool()
+    if tokens.dim() != 2 or pad.shape != tokens.shape or ans.shape != tokens.shape:
+        raise ValueError(f"tokens, padding_mask and answer_mask must all be [B, L]; got {tuple(tokens.shape)}, "
+                         f"{tuple(pad.shape)}, {tuple(ans.shape)}")
+    if (ans & ~pad).any():
+        raise ValueError("answer_mask marks padded positions; answer positions must be real tokens (padding_mask True)")
+    if not ans.any(1).all():
+        raise ValueError("every sample needs at least one answer position (answer_mask is all False in some row)")
+    return tokens, pad, ans
+
+
+def shift_logits(logits_BLV: torch.Tensor) -> torch.Tensor:
+    """out[:, j] = logits[:, j - 1] (column 0 repeats itself; it is never an answer position)."""
+    return torch.cat([logits_BLV[:, :1], logits_BLV[:, :-1]], dim=1)
+
+
+def attention_spec(cfg: DiffusionLossConfig, pad_BL: torch.Tensor, ans_BL: torch.Tensor) -> AttentionSpec:
+    """The `AttentionSpec` of a non-annealed forward over [B, L] tokens."""
+    if cfg.attention == "prefix":
+        return AttentionSpec("prefix", prefix_lengths=ans_BL.int().argmax(1), padding_mask=pad_BL)
+    if cfg.attention == "block":
+        return AttentionSpec("block", block_size=cfg.block_size, padding_mask=pad_BL)
+    return AttentionSpec(cfg.attention, padding_mask=pad_BL)
+
+
+def model_logits(model: nn.Module, x_t: torch.Tensor, x_0: torch.Tensor, pad: torch.Tensor, ans: torch.Tensor,
+                 cfg: DiffusionLossConfig, *, step: int = 0, generator: torch.Generator | None = None):
+    """(logits [B, L, V] aligned with the targets x_0, MoEAux or None) for the noised input ``x_t``."""
+    L = x_t.shape[1]
+    if cfg.attention == "block":
+        logits, aux = model(block_input(x_t, x_0), attention=attention_spec(cfg, pad, ans), return_aux=True)
+        logits = logits[:, :L]  # the x_0 half only serves as context
+    elif cfg.attention == "causal" and cfg.anneal_steps and reveal_probability(step, cfg.anneal_steps) < 1.0:
+        pattern = annealed_attention_mask(pad, reveal_probability(step, cfg.anneal_steps), generator=generator)
+        logits, aux = model(x_t, attention=AttentionSpec("full", padding_mask=pad, allowed=pattern), return_aux=True)
+    else:
+        spec = attention_spec(cfg, pad, ans)
+        if cfg.attention == "causal" and cfg.anneal_steps:
+            spec = AttentionSpec("full", padding_mask=pad)  # annealing finished
+        logits, aux = model(x_t, attention=spec, return_aux=True)
+    return (shift_logits(logits) if cfg.shift else logits), aux
+
+
+def _check_shift(pad: torch.Tensor, ans: torch.Tensor) -> None:
+    start = ans.int().argmax(1)
+    before = pad.gather(1, (start - 1).clamp_min(0).view(-1, 1)).squeeze(1)
+    if (start == 0).any() or not before.all():
+        raise ValueError("shift reads answer token j from logits at j - 1, so every answer needs at least one "
+                         "real prefix token before it; give each sample a prefix (e.g. <bos> or a task token)")
+
+
+def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
+                   generator: torch.Generator | None = None, step: int = 0) -> LossOutput:
+    """The diffusion loss and its metrics for one collated batch.
+
+    Args:
+        model: a `Transformer` (or anything with its forward signature and ``return_aux``).
+        batch: dict with ``tokens``, ``padding_mask``, ``answer_mask`` [B, L] and optional ``tasks``.
+        cfg: the objective's config.
+        generator: RNG for time draws and masks (reproducible evaluation).
+        step: training step (drives attention annealing).
+    """
+    x_0, pad, ans = check_batch(batch)
+    if cfg.shift:
+        _check_shift(pad, ans)
+    B, L = x_0.shape
+    device = x_0.device
+    schedule, sampler = NoiseSchedule(cfg.schedule), cfg.time_sampler()
+
+    if cfg.attention == "block":
+        K = num_blocks(L, cfg.block_size)
+        t = per_block_values(sampler.sample(B * K, generator=generator, device=device).view(B, K), L, cfg.block_size)
+    else:
+        t = sampler.sample(B, generator=generator, device=device)
+    rate = schedule.mask_rate(t)
+    tasks = list(batch.get("tasks") or [])
+    if cfg.complementary:
+        x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
+        t = torch.cat([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
+        x_0, pad, ans, tasks = torch.cat([x_0, x_0]), torch.cat([pad, pad]), torch.cat([ans, ans]), tasks * 2
+    else:
+        x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
+
+    logits, aux = model_logits(model, x_t, x_0, pad, ans, cfg, step=step, generator=generator)
+    rows = x_0.shape[0]
+    weight_BL = schedule.weight(t.view(rows, -1)).expand(rows, L)
+    row_idx = masked.nonzero(as_tuple=True)[0]
+    ce = F.cross_entropy(logits[masked].float(), x_0[masked], reduction="none")
+    per_row = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce * weight_BL[masked])
+    num_answer = ans.sum(1).to(per_row.dtype)
+
+    elbo = per_row.sum() / num_answer.sum()
+    diff_loss = elbo if cfg.normalization == "token" else (per_row / num_answer).mean()
+    balance = aux.balance_loss if aux is not None else torch.zeros((), device=device)
+    z = aux.z_loss if aux is not None else torch.zeros((), device=device)
+    loss = diff_loss + cfg.moe_balance_coef * balance + cfg.moe_z_coef * z
+
+    num_masked = int(masked.sum())
+    metrics = {
+        "loss": float(loss.detach()),
+        "diffusion_loss": float(diff_loss.detach()),
+        "elbo": float(elbo.detach()),
+        "moe_balance": float(balance.detach()),
+        "moe_z": float(z.detach()),
+        "mask_rate": num_masked / max(1, int(ans.sum())),
+        "num_masked": float(num_masked),
+        "ce_masked": float(ce.detach().mean()) if num_masked else 0.0,
+    }
+    if num_masked:
+        pred = logits[masked].detach().argmax(-1)
+        metrics["acc_masked"] = float((pred == x_0[masked]).float().mean())
+    if tasks:
+        if len(tasks) != rows:
+            raise ValueError(f"batch['tasks'] has {len(tasks) // (2 if cfg.complementary else 1)} names for {B} samples")
+        per_row_d, num_answer_d = per_row.detach(), num_answer.detach()
+        for task in sorted(set(tasks)):
+            sel = torch.tensor([name == task for name in tasks], device=device)
+            metrics[f"elbo/{task}"] = float(per_row_d[sel].sum() / num_answer_d[sel].sum())
+    expert_load = aux.expert_load.detach() if aux is not None else None
+    return LossOutput(loss=loss, metrics=metrics, expert_load=expert_load)
