@@ -1,0 +1,282 @@
+"""The masked-diffusion sampling loop: a canvas of <mask> answer tokens filled block by block.
+
+Shape legend: B batch rows, P prompt columns, A answer columns, N columns of the current block,
+V vocabulary.
+
+Each step: logits for the block (from a `Denoiser`, cached or not) -> restricted to the answer
+modality's ids -> optional classifier-free guidance -> proposals (argmax or Gumbel-max) -> scores ->
+commit some (a schedule count, or a confidence threshold) -> optional secondary remasking. Blocks go
+left to right (semi-autoregressive); a row stops early once a finished block holds <eos> followed by
+nothing but <eos>, and the rest of its answer is <eos>.
+
+Rows are independent: prompts are left-padded, each row draws its randomness from its own
+generator, and a row that has nothing left to do draws nothing, so a sample's tokens never depend on
+the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from omnidiff.sampling.caches import ApproxCached, BlockCached, Denoiser, PrefixCached, Uncached
+from omnidiff.sampling.schedules import COMMIT_SCHEDULES, commit_counts
+from omnidiff.sampling.strategies import (
+    STRATEGIES,
+    propose,
+    remask_low_confidence,
+    score,
+    select_threshold,
+    select_top_k,
+)
+
+CACHES = ("none", "prefix", "block", "approx_prefix", "approx_dual")
+ATTENTIONS = ("prefix", "full", "block")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to decode an answer.
+
+    Args:
+        steps: denoising steps over the whole answer (None: one token per step, i.e. the answer
+            length); split evenly over the blocks. Ignored by ``threshold`` (which takes as many
+            steps as it needs, at most one per token).
+        strategy: which proposals to commit, one of STRATEGIES.
+        schedule: how many per step for count-based strategies, one of COMMIT_SCHEDULES.
+        shift_a: the ``shifted`` schedule's a (< 1 front-loads commits).
+        threshold: confidence tau for ``threshold``/``hybrid`` strategies, in (0, 1].
+        block_len: semi-autoregressive block length (None: one block); must divide the answer.
+        temperature: 0 = argmax; > 0 = Gumbel-max sampling at that temperature.
+        guidance_scale: classifier-free guidance s in ``uncond + s (cond - uncond)``; None = off.
+        remask_threshold: secondary remasking of committed tokens whose probability drops below it.
+        attention: the attention mode the model was trained with: "prefix", "full" or "block".
+        cache: "none", "prefix" (exact, prefix attention), "block" (exact, block attention),
+            "approx_prefix" / "approx_dual" (Fast-dLLM, approximate).
+        early_stop: stop a row after a block that ends its answer with <eos>.
+        shift: logits at column i predict token i + 1 (AR-adapted models).
+        answer_specials: special tokens the answer may contain besides its modality's range.
+    """
+
+    steps: int | None = None
+    strategy: str = "low_confidence"
+    schedule: str = "even"
+    shift_a: float = 1 / 3
+    threshold: float = 0.9
+    block_len: int | None = None
+    temperature: float = 0.0
+    guidance_scale: float | None = None
+    remask_threshold: float | None = None
+    attention: str = "prefix"
+    cache: str = "none"
+    early_stop: bool = True
+    shift: bool = False
+    answer_specials: tuple[str, ...] = ("<eos>",)
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; allowed: {list(STRATEGIES)}")
+        if self.schedule not in COMMIT_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {list(COMMIT_SCHEDULES)}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.remask_threshold is not None and not 0.0 < self.remask_threshold < 1.0:
+            raise ValueError(f"remask_threshold must be in (0, 1), got {self.remask_threshold}")
+        if self.steps is not None and self.steps <= 0:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if self.block_len is not None and self.block_len <= 0:
+            raise ValueError(f"block_len must be positive, got {self.block_len}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {self.attention!r}; allowed: {list(ATTENTIONS)}")
+        if self.cache not in CACHES:
+            raise ValueError(f"unknown cache {self.cache!r}; allowed: {list(CACHES)}")
+        if self.cache == "prefix" and self.attention != "prefix":
+            raise ValueError("the exact prefix cache needs attention='prefix' (with 'full' attention the prefix "
+                             "depends on the answer); use cache='approx_prefix' for full attention")
+        if (self.cache == "block" and self.attention != "block") or (
+                self.attention == "block" and self.cache not in ("none", "block")):
+            raise ValueError("block attention decodes with cache='block' or 'none', and cache='block' needs "
+                             "attention='block'")
+        if self.attention == "block" and self.block_len is None:
+            raise ValueError("attention='block' needs block_len (the block size the model was trained with)")
+        if self.shift and self.cache not in ("none", "prefix"):
+            raise ValueError(f"shift works with cache 'none' or 'prefix', not {self.cache!r}")
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor  # [B, A] global ids of the answers
+    stats: dict[str, float] = field(default_factory=dict)  # nfe, tokens_per_forward, tokens_per_s, wall_time_s
+
+
+def _as_prompts(prompts) -> list[torch.Tensor]:
+    if isinstance(prompts, torch.Tensor):
+        prompts = [prompts] if prompts.dim() == 1 else list(prompts)
+    prompts = [torch.as_tensor(p, dtype=torch.long).reshape(-1) for p in prompts]
+    if not prompts:
+        raise ValueError("no prompts given")
+    for i, p in enumerate(prompts):
+        if p.numel() == 0:
+            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token (e.g. <bos>)")
+    return prompts
+
+
+def left_pad(prompts: list[torch.Tensor], pad_id: int, multiple: int = 1, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, P] tokens, [B, P] real-token mask), right-aligned; P is rounded up to ``multiple``."""
+    P = max(p.numel() for p in prompts)
+    P = -(-P // multiple) * multiple
+    tokens = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    pad = torch.zeros(len(prompts), P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        tokens[i, P - p.numel():] = p
+        pad[i, P - p.numel():] = True
+    return tokens.to(device), pad.to(device)
+
+
+def row_generators(generator, batch: int) -> list[torch.Generator] | None:
+    """One generator per row: given as a list, or seeded from one generator, or None."""
+    if generator is None:
+        return None
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} prompts; pass one per prompt or one in all")
+        return list(generator)
+    seeds = torch.randint(0, 2**62, (batch,), generator=generator, device=generator.device).tolist()
+    return [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds]
+
+
+def make_denoiser(model: nn.Module, prefix_BP, prefix_pad_BP, answer_len: int, config: SamplerConfig) -> Denoiser:
+    kwargs = dict(attention=config.attention, block_size=config.block_len, shift=config.shift)
+    if config.cache == "prefix":
+        return PrefixCached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
+    if config.cache == "block":
+        return BlockCached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
+    if config.cache.startswith("approx_"):
+        return ApproxCached(model, prefix_BP, prefix_pad_BP, answer_len, kind=config.cache[len("approx_"):], **kwargs)
+    return Uncached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
+
+
+def _finished_with_eos(block_BN: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Rows whose block holds an <eos> followed only by <eos> (the answer has ended)."""
+    is_eos = block_BN == eos_id
+    tail_all_eos = is_eos.flip(1).cummin(1).values.flip(1)  # True where every column from here on is <eos>
+    first = is_eos.int().argmax(1, keepdim=True)
+    return is_eos.any(1) & tail_all_eos.gather(1, first).squeeze(1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: SamplerConfig = SamplerConfig(),
+             generator: torch.Generator | list[torch.Generator] | None = None, answer_modality: str = "text",
+             uncond_prompts=None) -> SampleOutput:
+    """Decode ``answer_len`` tokens after each prompt.
+
+    Args:
+        model: a `Transformer` (``forward(tokens, attention=, positions=, kv_cache=)``, ``new_cache()``).
+        prompts: list of 1-D LongTensors of global ids (or a [B, P] tensor).
+        answer_len: answer columns A (answers end in <eos> padding when shorter).
+        vocab: the model's `Vocab` (mask/pad/eos ids, the answer modality's id range).
+        config: a `SamplerConfig`.
+        generator: one generator, or one per prompt, for temperature and random strategies.
+        answer_modality: modality (or range name) whose ids the answer may use.
+        uncond_prompts: the unconditional prompts for classifier-free guidance (condition replaced
+            by <uncond>), one per prompt; required when ``config.guidance_scale`` is set.
+    """
+    prompts = _as_prompts(prompts)
+    B, A = len(prompts), answer_len
+    if A <= 0:
+        raise ValueError(f"answer_len must be positive, got {A}")
+    block_len = config.block_len or A
+    if A % block_len:
+        raise ValueError(f"block_len {block_len} must divide answer_len {A}; pick a divisor of {A}")
+    num_blocks = A // block_len
+    steps = config.steps or A
+    if steps > A:
+        raise ValueError(f"steps ({steps}) larger than the answer length ({A}): a step commits at least one token")
+    if steps % num_blocks:
+        raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks})")
+    steps_per_block = steps // num_blocks
+    guided = config.guidance_scale is not None
+    if guided and uncond_prompts is None:
+        raise ValueError("guidance_scale is set but no unconditional path was given: pass uncond_prompts "
+                         "(the prompts with their condition replaced by <uncond>) or set guidance_scale=None")
+
+    device = next(model.parameters()).device
+    multiple = block_len if config.attention == "block" else 1
+    denoisers = [make_denoiser(model, *left_pad(prompts, vocab.pad_id, multiple, device), A, config)]
+    if guided:
+        uncond = _as_prompts(uncond_prompts)
+        if len(uncond) != B:
+            raise ValueError(f"got {len(uncond)} unconditional prompts for {B} prompts")
+        denoisers.append(make_denoiser(model, *left_pad(uncond, vocab.pad_id, multiple, device), A, config))
+    allowed_V = vocab.modality_mask(answer_modality, specials=config.answer_specials).to(device)
+    gens = row_generators(generator, B)
+    mask_id, eos_id = vocab.mask_id, vocab.eos_id
+
+    start = time.perf_counter()
+    answer = torch.full((B, A), mask_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for d in denoisers:
+        d.begin()
+    for lo in range(0, A, block_len):
+        hi = lo + block_len
+        if done.all():
+            break
+        counts = commit_counts(block_len, steps_per_block, config.schedule, config.shift_a)
+        committed_before = torch.zeros(B, block_len, dtype=torch.bool, device=device)
+        extra = torch.zeros(B, dtype=torch.long, device=device)
+        step = 0
+        while True:
+            masked = (answer[:, lo:hi] == mask_id) & ~done.view(-1, 1)
+            if not masked.any():
+                break
+            logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
+            logits = logits.masked_fill(~allowed_V, float("-inf"))
+            active = masked.any(1).tolist()
+            row_gens = None if gens is None else [g if a else None for g, a in zip(gens, active, strict=True)]
+            ids, probs = propose(logits, config.temperature, row_gens)
+            scores = score(config.strategy, ids, probs, row_gens)
+            last = config.strategy != "threshold" and step >= steps_per_block - 1
+            if last:
+                commit = masked
+            elif config.strategy == "threshold":
+                commit = select_threshold(scores, masked, config.threshold)
+            else:
+                k = counts[step].to(device) + extra
+                if config.strategy == "hybrid":
+                    commit = select_threshold(scores, masked, config.threshold, min_k_B=k)
+                else:
+                    commit = select_top_k(scores, masked, k)
+            block = answer[:, lo:hi]
+            if config.remask_threshold is not None and not last:
+                reset = remask_low_confidence(probs, block, committed_before, config.remask_threshold)
+            else:
+                reset = torch.zeros_like(commit)
+            block = torch.where(commit, ids, block).masked_fill(reset, mask_id)
+            answer[:, lo:hi] = block
+            committed_before = (committed_before | commit) & ~reset
+            extra = reset.sum(1)
+            step += 1
+        for d in denoisers:
+            d.end_block(answer, lo, hi)
+        if config.early_stop:
+            ended = _finished_with_eos(answer[:, lo:hi], eos_id) & ~done
+            answer[ended, hi:] = eos_id
+            done |= ended
+    wall = time.perf_counter() - start
+    nfe = sum(d.nfe for d in denoisers)
+    stats = {"nfe": nfe, "tokens_per_forward": A / max(nfe, 1), "wall_time_s": wall,
+             "tokens_per_s": B * A / max(wall, 1e-9)}
+    return SampleOutput(tokens=answer, stats=stats)
+
+
+def _block_logits(denoisers: list[Denoiser], answer_BA, lo: int, hi: int, guidance_scale: float | None) -> torch.Tensor:
+    cond = denoisers[0].logits(answer_BA, lo, hi).float()
+    if guidance_scale is None:
+        return cond
+    uncond = denoisers[1].logits(answer_BA, lo, hi).float()
+    return uncond + guidance_scale * (cond - uncond)

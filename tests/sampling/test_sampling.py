@@ -1,0 +1,167 @@
+"""Sampling loop: exact caches are token-identical, rows are batch-independent, bad input is refused."""
+
+import pytest
+import torch
+from torch import nn
+
+from omnidiff.models.presets import preset_config
+from omnidiff.models.transformer import Transformer
+from omnidiff.sampling import STRATEGIES, SamplerConfig, generate
+from omnidiff.sampling.loop import _finished_with_eos
+from omnidiff.tokenization.vocab import Vocab
+
+VOCAB = Vocab.build({"text": 64, "image": 32})
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    # A larger init than training uses, so that confidences differ clearly between columns.
+    return Transformer(preset_config("debug", vocab_size=len(VOCAB), init_std=0.15)).eval()
+
+
+def prompts(lengths=(5, 2, 7, 3), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    text = VOCAB.range("text")
+    return [torch.cat([torch.tensor([VOCAB.bos_id]), torch.randint(text.offset, text.end, (n - 1,), generator=g)])
+            for n in lengths]
+
+
+def gens(n, seed=7):
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("block_len", [None, 4])
+def test_exact_prefix_cache_is_token_identical(model, strategy, block_len):
+    ps = prompts()
+    cfg = dict(strategy=strategy, block_len=block_len, steps=8, threshold=0.3, attention="prefix")
+    temperature = 0.7 if strategy == "random" else 0.0
+    plain = generate(model, ps, answer_len=16, vocab=VOCAB, generator=gens(4),
+                     config=SamplerConfig(cache="none", temperature=temperature, **cfg))
+    cached = generate(model, ps, answer_len=16, vocab=VOCAB, generator=gens(4),
+                      config=SamplerConfig(cache="prefix", temperature=temperature, **cfg))
+    assert torch.equal(plain.tokens, cached.tokens)
+    assert cached.stats["nfe"] == plain.stats["nfe"] + 1  # the one prefix forward
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix"])
+def test_batch_equals_single_runs(model, cache):
+    ps = prompts()
+    cfg = SamplerConfig(cache=cache, block_len=4, steps=8, temperature=1.0, remask_threshold=0.05)
+    batch = generate(model, ps, answer_len=16, vocab=VOCAB, config=cfg, generator=gens(4))
+    for i, p in enumerate(ps):
+        single = generate(model, [p], answer_len=16, vocab=VOCAB, config=cfg, generator=gens(4)[i: i + 1])
+        assert torch.equal(batch.tokens[i], single.tokens[0]), f"row {i} depends on the batch"
+
+
+def test_block_cache_is_token_identical_to_uncached_block_decoding(model):
+    ps = prompts()
+    for strategy in ("low_confidence", "threshold"):
+        cfg = dict(attention="block", block_len=4, steps=8, strategy=strategy, threshold=0.2)
+        plain = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="none", **cfg))
+        cached = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="block", **cfg))
+        assert torch.equal(plain.tokens, cached.tokens)
+
+
+class EosEverywhere(nn.Module):
+    """Wraps a model so that <eos> wins every column: decoding must stop after the first block."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens, **kwargs):
+        logits = self.inner(tokens, **kwargs).clone()
+        logits[..., VOCAB.eos_id] += 100.0
+        return logits
+
+    def new_cache(self):
+        return self.inner.new_cache()
+
+
+def test_variable_length_stops_at_eos_with_block_cache(model):
+    out = generate(EosEverywhere(model), prompts(), answer_len=16, vocab=VOCAB,
+                   config=SamplerConfig(attention="block", cache="block", block_len=4, steps=8))
+    assert (out.tokens == VOCAB.eos_id).all()
+    # prompt encoding + 2 denoising steps + appending the finished block, then stop
+    assert out.stats["nfe"] == 1 + 2 + 1
+
+
+def test_finished_with_eos_needs_only_eos_after_the_first_eos():
+    e, t = VOCAB.eos_id, VOCAB.range("text").offset
+    rows = torch.tensor([[t, t, e, e], [t, e, t, e], [t, t, t, t], [e, e, e, e]])
+    assert _finished_with_eos(rows, e).tolist() == [True, False, False, True]
+
+
+def test_answers_stay_in_the_answer_modality(model):
+    out = generate(model, prompts(), answer_len=16, vocab=VOCAB, config=SamplerConfig(temperature=2.0),
+                   generator=torch.Generator().manual_seed(0))
+    text = VOCAB.range("text")
+    ok = ((out.tokens >= text.offset) & (out.tokens < text.end)) | (out.tokens == VOCAB.eos_id)
+    assert ok.all()
+    img = generate(model, prompts(), answer_len=8, vocab=VOCAB, answer_modality="image",
+                   config=SamplerConfig(answer_specials=()))
+    assert all(VOCAB.modality_of(int(i)) == "image" for i in img.tokens.flatten())
+
+
+def test_approx_prefix_cache_is_exact_under_prefix_attention(model):
+    ps = prompts()
+    cfg = dict(attention="prefix", block_len=4, steps=8)
+    plain = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="none", **cfg))
+    approx = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="approx_prefix", **cfg))
+    assert torch.equal(plain.tokens, approx.tokens)
+    dual = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="approx_dual", **cfg))
+    assert dual.stats["nfe"] == plain.stats["nfe"]  # one refresh per block replaces a full step
+    assert (dual.tokens != VOCAB.mask_id).all()
+
+
+def test_threshold_commits_several_tokens_per_forward(model):
+    out = generate(model, prompts(), answer_len=16, vocab=VOCAB, config=SamplerConfig(strategy="threshold", threshold=0.01))
+    assert out.stats["nfe"] < 16 and out.stats["tokens_per_forward"] > 1
+    assert (out.tokens != VOCAB.mask_id).all()
+
+
+def test_guidance_scale_zero_decodes_the_unconditional_prompt(model):
+    ps = prompts()
+    uncond = [torch.tensor([VOCAB.bos_id, VOCAB.special("<uncond>")]) for _ in ps]
+    guided = generate(model, ps, answer_len=8, vocab=VOCAB, uncond_prompts=uncond,
+                      config=SamplerConfig(guidance_scale=0.0, cache="prefix"))
+    alone = generate(model, uncond, answer_len=8, vocab=VOCAB, config=SamplerConfig(cache="prefix"))
+    assert torch.equal(guided.tokens, alone.tokens)
+    assert guided.stats["nfe"] == 2 * alone.stats["nfe"]
+
+
+def test_shift_with_prefix_cache_matches_uncached(model):
+    ps = prompts()
+    plain = generate(model, ps, answer_len=8, vocab=VOCAB, config=SamplerConfig(shift=True))
+    cached = generate(model, ps, answer_len=8, vocab=VOCAB, config=SamplerConfig(shift=True, cache="prefix"))
+    assert torch.equal(plain.tokens, cached.tokens)
+
+
+def test_remasking_still_fills_every_position(model):
+    out = generate(model, prompts(), answer_len=16, vocab=VOCAB,
+                   config=SamplerConfig(steps=8, block_len=8, remask_threshold=0.5))
+    assert (out.tokens != VOCAB.mask_id).all()
+    assert out.stats["nfe"] == 8
+
+
+@pytest.mark.parametrize("kwargs, config, message", [
+    (dict(answer_len=8), dict(steps=9), "larger than the answer length"),
+    (dict(answer_len=8), dict(block_len=3), "must divide answer_len"),
+    (dict(answer_len=8), dict(guidance_scale=2.0), "no unconditional path"),
+])
+def test_bad_generate_arguments(model, kwargs, config, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompts(), vocab=VOCAB, config=SamplerConfig(**config), **kwargs)
+
+
+def test_bad_sampler_config_and_prompts(model):
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
+        SamplerConfig(threshold=1.5)
+    with pytest.raises(ValueError, match="needs attention='prefix'"):
+        SamplerConfig(cache="prefix", attention="full")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        SamplerConfig(strategy="greedy")
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate(model, [torch.tensor([2]), torch.tensor([], dtype=torch.long)], answer_len=4, vocab=VOCAB)
