@@ -1,0 +1,1 @@
+"""Training: the loop (trainer), DeepSpeed wrapping (distributed, the only deepspeed import) and checkpoints."""

@@ -1,0 +1,198 @@
+"""Run configuration: dataclass defaults < YAML file < dotted command-line overrides.
+
+``load_config("configs/text.yaml", ["optim.lr=3e-4", "data.batch_size=16"])`` returns a `RunConfig`.
+Every key is checked against the dataclasses: an unknown key is an error that names it and
+suggests the nearest valid one. Values given on the command line are parsed as YAML scalars
+(``3e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list). The resolved config is written into the
+run folder (``config.yaml``) so a run describes itself. Each component reads only its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from omnidiff.data.mixing import MixtureConfig, TaskDataConfig
+from omnidiff.diffusion.objectives import DiffusionLossConfig
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "debug"  # a name in omnidiff.models.presets.PRESETS
+    overrides: dict = field(default_factory=dict)  # TransformerConfig fields to change, e.g. {num_layers: 4}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 50
+    decay: str = "cosine"  # "cosine" | "wsd" (warm-up, stable, then linear decay over decay_fraction)
+    decay_fraction: float = 0.2
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DistributedConfig:
+    zero_stage: int = 0
+    dtype: str = "fp32"  # "fp32" | "bf16"
+    grad_accum: int = 1
+    offload_optimizer: bool = False
+    backend: str | None = None  # None: gloo on CPU, nccl on GPU
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/debug"
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 4
+    save_every: int = 0  # 0: only at the end
+    sample_every: int = 0  # 0: no sample generation during training
+    sample_prompts: int = 2
+    tensorboard: bool = True
+    export: bool = True  # write an OmniDiffModel folder (from_pretrained) at the end
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)  # mask_id set from the vocabulary
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: MixtureConfig = field(default_factory=MixtureConfig)
+    val_data: list[TaskDataConfig] = field(default_factory=list)
+    tokenizers: dict = field(default_factory=dict)  # {"text": "runs/text_recipe/tokenizer", ...}
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {valid}"
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _list_item_type(tp):
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return item if _is_dataclass_type(item) else None
+    return None
+
+
+def _build(cls, data: dict | None, where: str):
+    """Instantiate dataclass ``cls`` from a (possibly partial) dict, checking every key."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in valid:
+            raise ValueError(f"unknown config key {path!r}" + _nearest(key, valid))
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value, path)
+        elif (item := _list_item_type(tp)) is not None:
+            if not isinstance(value, list):
+                raise ValueError(f"{path} must be a list, got {value!r}")
+            kwargs[key] = [v if isinstance(v, item) else _build(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def _coerce(value, tp, path: str):
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    if tp is float and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads "3e-4" as a string
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} must be a number, got {value!r}") from None
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{path} must be {tp.__name__}, got {value!r}")
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot set {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist (recipes live in configs/)")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+    tree = _merge(tree, parse_overrides(list(overrides)))
+    return _build(RunConfig, tree, "")
+
+
+def to_dict(cfg) -> dict:
+    def plain(v):
+        if isinstance(v, tuple):
+            return list(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

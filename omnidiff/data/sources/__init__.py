@@ -1,0 +1,1 @@
+"""Offline data sources: pure functions that read what the machine has (Debian corpora, wheels, synthesisers)."""

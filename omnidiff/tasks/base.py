@@ -1,0 +1,26 @@
+"""The small protocol every task shares: a sample from the shards -> (prefix ids, answer ids).
+
+Both are 1-D LongTensors of global ids (DESIGN.md section 3). The answer comes back exactly
+``answer_len`` long: cut when longer, padded with <eos> when shorter (the model learns where to
+stop). The prefix is never masked; the answer is what the model learns to fill in.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Task(Protocol):
+    name: str
+    modalities: tuple[str, ...]  # tokenizers the task needs, e.g. ("text",) or ("image", "text")
+
+    def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def pad_answer(answer: torch.Tensor, answer_len: int, eos_id: int) -> torch.Tensor:
+    """Cut ``answer`` to ``answer_len``-1 tokens and pad with <eos> (at least one <eos> always ends it)."""
+    answer = answer[: answer_len - 1]
+    pad = torch.full((answer_len - answer.numel(),), eos_id, dtype=torch.long)
+    return torch.cat([answer.long(), pad])

@@ -1,0 +1,68 @@
+"""The set of modality tokenizers a model uses, and the `Vocab` they define together.
+
+`TokenizerSet.build_vocab` registers the ranges in one fixed order (text, image, audio levels,
+action) after the specials, so the same tokenizers always give the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omnidiff.tokenization.base import register
+from omnidiff.tokenization.vocab import Vocab
+
+MODALITIES = ("text", "image", "audio", "action")
+
+
+def _loader(modality: str):
+    if modality == "text":
+        from omnidiff.tokenization.text import TextTokenizer
+
+        return TextTokenizer
+    raise ValueError(f"no tokenizer for modality {modality!r} in this build; available: ['text']")
+
+
+@dataclass
+class TokenizerSet:
+    text: object | None = None
+    image: object | None = None
+    audio: object | None = None
+    action: object | None = None
+
+    @classmethod
+    def load(cls, paths: dict[str, str | Path]) -> TokenizerSet:
+        """``{"text": dir, ...}`` -> the loaded tokenizers."""
+        unknown = sorted(set(paths) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown tokenizer modalities {unknown}; allowed: {list(MODALITIES)}")
+        return cls(**{m: _loader(m).load(p) for m, p in paths.items() if p})
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        directory = Path(directory)
+        paths = {}
+        for m in MODALITIES:
+            tok = getattr(self, m)
+            if tok is not None:
+                tok.save(directory / m)
+                paths[m] = m
+        (directory / "tokenizers.json").write_text(json.dumps(paths))
+        return paths
+
+    @classmethod
+    def load_folder(cls, directory: str | Path) -> TokenizerSet:
+        directory = Path(directory)
+        index = directory / "tokenizers.json"
+        if not index.exists():
+            raise FileNotFoundError(f"{index} is missing: not a folder written by TokenizerSet.save")
+        return cls.load({m: directory / p for m, p in json.loads(index.read_text()).items()})
+
+    def present(self) -> list[str]:
+        return [m for m in MODALITIES if getattr(self, m) is not None]
+
+    def build_vocab(self) -> Vocab:
+        vocab = Vocab()
+        for m in self.present():
+            register(vocab, getattr(self, m))
+        return vocab

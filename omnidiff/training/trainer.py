@@ -1,0 +1,230 @@
+"""The training loop shared by every task and modality: `train(cfg)`.
+
+One step: a batch from the task mixture -> `diffusion_loss` (complementary masking, prefix/block
+attention, MoE auxiliary losses, as the recipe's ``objective`` says) -> DeepSpeed backward/step
+(ZeRO stage, precision, accumulation, clipping from ``distributed``). Around it: a tqdm bar,
+metrics as JSONL and TensorBoard (loss, ELBO per task, tokens/s, expert load balance, gradient
+norm, LR), periodic validation ELBO on fixed masks, sample generation, atomic checkpoints with
+exact resume, and export to a `from_pretrained` folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from omnidiff.config import RunConfig, to_dict
+from omnidiff.data.mixing import MixtureConfig, build_mixture_loader
+from omnidiff.diffusion.objectives import diffusion_loss
+from omnidiff.models.presets import preset_config
+from omnidiff.models.transformer import Transformer
+from omnidiff.tokenization.registry import TokenizerSet
+from omnidiff.training import checkpoint, distributed
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    """JSONL (always) and TensorBoard (optional) on rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None  # noqa: SIM115
+        self.tb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict, prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, "split": prefix, **metrics}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def expert_balance(load_EL: torch.Tensor | None) -> float | None:
+    """max/mean expert load over MoE layers (1.0 = perfectly balanced)."""
+    if load_EL is None:
+        return None
+    load = load_EL.float()
+    return float((load.max(-1).values / load.mean(-1).clamp_min(1e-9)).mean())
+
+
+@torch.no_grad()
+def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
+    """Validation ELBO (nats per answer token) per task, on fixed masks so runs are comparable."""
+    tasks = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
+    loader = build_mixture_loader(MixtureConfig(tasks=tasks, batch_size=cfg.data.batch_size, seed=12345), toks, vocab)
+    gen = torch.Generator().manual_seed(4242)
+    was_training = model.training
+    model.eval()
+    total, count, per_task = 0.0, 0, {}
+    for _ in range(cfg.train.eval_batches):
+        batch = loader_to(next(loader), cfg.train.device)
+        out = diffusion_loss(model, batch, dataclasses.replace(loss_cfg, complementary=False), generator=gen)
+        total, count = total + out.metrics["elbo"], count + 1
+        for k, v in out.metrics.items():
+            if k.startswith("elbo/"):
+                per_task.setdefault(k, []).append(v)
+    model.train(was_training)
+    return {"elbo": total / count, **{k: sum(v) / len(v) for k, v in per_task.items()}}
+
+
+def loader_to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
+    """Continuations of validation prompts (text tasks only), for a look at what the model writes."""
+    from omnidiff.sampling import SamplerConfig, generate
+    from omnidiff.tasks import get_task
+
+    text_tasks = [t for t in cfg.data.tasks if t.task == "text"]
+    if not text_tasks or toks.text is None:
+        return []
+    spec = dataclasses.replace(text_tasks[0], split="val")
+    loader = build_mixture_loader(MixtureConfig(tasks=[spec], batch_size=1, seed=999), toks, vocab)
+    task = get_task("text")
+    attention = cfg.objective.attention if cfg.objective.attention in ("prefix", "full", "block") else "full"
+    sampler = SamplerConfig(attention=attention, cache="prefix" if attention == "prefix" else "none",
+                            block_len=cfg.objective.block_size if attention == "block" else None,
+                            shift=cfg.objective.shift)
+    out = []
+    was_training = model.training
+    model.eval()
+    for _ in range(num):
+        sample = next(loader.streams[0].__iter__())
+        prefix, answer = task.format(sample, toks, vocab, spec.answer_len)
+        result = generate(model, [prefix.to(cfg.train.device)], answer_len=spec.answer_len, vocab=vocab, config=sampler)
+        out.append({"prompt": toks.text.decode_global(vocab, prefix),
+                    "reference": toks.text.decode_global(vocab, answer),
+                    "sample": toks.text.decode_global(vocab, result.tokens[0].cpu())})
+    model.train(was_training)
+    return out
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"torch": torch.get_rng_state(), "loss_generator": gen.get_state()}
+
+
+def train(cfg: RunConfig, *, resume: bool = False) -> dict:
+    """Train as ``cfg`` says; returns a summary (final metrics, paths)."""
+    rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
+    if cfg.data.batch_size % world:
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} does not divide across {world} ranks; "
+                         f"use a multiple of {world}")
+    if not cfg.tokenizers:
+        raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
+    run_dir = Path(cfg.train.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed + rank)
+
+    toks = TokenizerSet.load(cfg.tokenizers)
+    vocab = toks.build_vocab()
+    model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
+    micro = cfg.data.batch_size // world
+    loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro), toks, vocab, rank=rank,
+                                  world_size=world)
+    loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id)
+    if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)
+                                                  for t in cfg.data.tasks):
+        raise ValueError("with block attention every task's answer_len must be a multiple of objective.block_size")
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    engine = distributed.build_engine(lambda: Transformer(model_cfg), cfg.distributed, cfg.optim, micro,
+                                      cfg.train.steps, cfg.train.device)
+    gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    model_config = dataclasses.asdict(model_cfg)
+    start_step, history = 0, []
+    if resume:
+        path = checkpoint.latest_checkpoint(run_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint.checkpoint_dir(run_dir)}")
+        state = checkpoint.check_resumable(path, vocab, model_config)
+        data_state, rng = checkpoint.load_checkpoint(engine, path, rank=rank)
+        loader.load_state_dict(data_state)
+        torch.set_rng_state(rng["torch"])
+        gen.set_state(rng["loss_generator"])
+        start_step, history = state["step"], state.get("history", [])
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(config_text)
+        vocab.save(run_dir)
+    logger = MetricsLogger(run_dir, rank == 0, cfg.train.tensorboard)
+
+    def save(step: int) -> Path:
+        state = {"step": step, "history": history, "model_config": model_config}
+        return checkpoint.save_checkpoint(engine, run_dir, step, rank=rank, train_state=state,
+                                          data_state=loader.state_dict(), rng_state=_rng_state(gen),
+                                          config_text=config_text, vocab=vocab)
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(start_step, cfg.train.steps), initial=start_step, total=cfg.train.steps, disable=rank != 0,
+               desc="train", unit="step")
+    engine.train()
+    last_eval: dict = {}
+    for step in bar:
+        t0 = time.perf_counter()
+        tokens, metrics_acc = 0, {}
+        for _ in range(cfg.distributed.grad_accum):
+            batch = loader_to(next(loader), cfg.train.device)
+            out = diffusion_loss(engine, batch, loss_cfg, generator=gen, step=step)
+            engine.backward(out.loss)
+            engine.step()
+            tokens += int(batch["padding_mask"].sum()) * world
+            for k, v in out.metrics.items():
+                metrics_acc[k] = metrics_acc.get(k, 0.0) + v / cfg.distributed.grad_accum
+        loss_avg = float(distributed.all_reduce_mean(torch.tensor([metrics_acc["loss"]]))[0])
+        history.append(round(loss_avg, 6))
+        grad_norm = engine.get_global_grad_norm()
+        metrics = {**metrics_acc, "loss": loss_avg, "lr": engine.get_lr()[0],
+                   "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                   "tokens_per_s": tokens / (time.perf_counter() - t0),
+                   "expert_balance": expert_balance(out.expert_load)}
+        bar.set_postfix(loss=f"{loss_avg:.3f}", elbo=f"{metrics_acc.get('elbo', 0):.3f}")
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            logger.log(done, {k: v for k, v in metrics.items() if v is not None})
+        if cfg.train.eval_every and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
+            last_eval = evaluate(engine.module, cfg, toks, vocab, loss_cfg)
+            logger.log(done, last_eval, prefix="val")
+            if rank == 0:
+                bar.write(f"step {done}: val elbo {last_eval['elbo']:.4f} nats/token")
+        if cfg.train.sample_every and done % cfg.train.sample_every == 0 and rank == 0:
+            samples = sample_text(engine.module, cfg, toks, vocab, cfg.train.sample_prompts)
+            with open(run_dir / "samples.jsonl", "a") as f:
+                for s in samples:
+                    f.write(json.dumps({"step": done, **s}) + "\n")
+                    bar.write(f"[sample @ {done}] {s['prompt']!r} -> {s['sample']!r}")
+        if cfg.train.save_every and done % cfg.train.save_every == 0 and done != cfg.train.steps:
+            save(done)
+    ckpt = save(cfg.train.steps) if start_step < cfg.train.steps else checkpoint.latest_checkpoint(run_dir)
+    exported = None
+    if cfg.train.export:
+        exported = checkpoint.export_pretrained(engine, model_cfg, vocab, run_dir / "model", rank=rank)
+        if rank == 0:
+            toks.save(run_dir / "tokenizers")
+    logger.close()
+    summary = {"steps": cfg.train.steps, "loss_history": history, "val": last_eval, "checkpoint": str(ckpt),
+               "model": str(exported) if exported else None, "rank": rank, "world_size": world}
+    if rank == 0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,41 @@
+"""Train a model: ``python train.py --config configs/text.yaml [key.sub=value ...] [--resume]``.
+
+Multi-process: ``torchrun --nproc_per_node N train.py --config ...`` (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train an OmniDiff model on a task mixture.")
+    parser.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 train.steps=200")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from omnidiff.config import load_config
+    from omnidiff.training.trainer import train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = train(cfg, resume=args.resume)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if summary["rank"] == 0:
+        print(json.dumps({k: summary[k] for k in ("steps", "val", "checkpoint", "model")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
