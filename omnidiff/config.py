@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int = 4
     save_every: int = 0  # 0: only at the end
+    stop_at: int = 0  # > 0: checkpoint and stop at this step (time-boxed jobs); --resume continues the schedule
     sample_every: int = 0  # 0: no sample generation during training
     sample_prompts: int = 2
     tensorboard: bool = True

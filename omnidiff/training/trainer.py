@@ -120,6 +120,11 @@ def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
     return out
 
 
+def _grad_norm(module) -> float:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
 def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {"torch": torch.get_rng_state(), "loss_generator": gen.get_state()}
 
@@ -177,25 +182,28 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
 
     from tqdm import tqdm
 
-    bar = tqdm(range(start_step, cfg.train.steps), initial=start_step, total=cfg.train.steps, disable=rank != 0,
+    end_step = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
+    bar = tqdm(range(start_step, end_step), initial=start_step, total=cfg.train.steps, disable=rank != 0,
                desc="train", unit="step")
     engine.train()
     last_eval: dict = {}
     for step in bar:
         t0 = time.perf_counter()
-        tokens, metrics_acc = 0, {}
+        tokens, metrics_acc, lr, own_norm = 0, {}, engine.get_lr()[0], None
         for _ in range(cfg.distributed.grad_accum):
             batch = loader_to(next(loader), cfg.train.device)
             out = diffusion_loss(engine, batch, loss_cfg, generator=gen, step=step)
             engine.backward(out.loss)
+            if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0:
+                own_norm = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
             engine.step()
             tokens += int(batch["padding_mask"].sum()) * world
             for k, v in out.metrics.items():
                 metrics_acc[k] = metrics_acc.get(k, 0.0) + v / cfg.distributed.grad_accum
         loss_avg = float(distributed.all_reduce_mean(torch.tensor([metrics_acc["loss"]]))[0])
         history.append(round(loss_avg, 6))
-        grad_norm = engine.get_global_grad_norm()
-        metrics = {**metrics_acc, "loss": loss_avg, "lr": engine.get_lr()[0],
+        grad_norm = engine.get_global_grad_norm() if own_norm is None else own_norm
+        metrics = {**metrics_acc, "loss": loss_avg, "lr": lr,
                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
                    "tokens_per_s": tokens / (time.perf_counter() - t0),
                    "expert_balance": expert_balance(out.expert_load)}
@@ -214,16 +222,16 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
                 for s in samples:
                     f.write(json.dumps({"step": done, **s}) + "\n")
                     bar.write(f"[sample @ {done}] {s['prompt']!r} -> {s['sample']!r}")
-        if cfg.train.save_every and done % cfg.train.save_every == 0 and done != cfg.train.steps:
+        if cfg.train.save_every and done % cfg.train.save_every == 0 and done != end_step:
             save(done)
-    ckpt = save(cfg.train.steps) if start_step < cfg.train.steps else checkpoint.latest_checkpoint(run_dir)
+    ckpt = save(end_step) if start_step < end_step else checkpoint.latest_checkpoint(run_dir)
     exported = None
-    if cfg.train.export:
+    if cfg.train.export and end_step == cfg.train.steps:
         exported = checkpoint.export_pretrained(engine, model_cfg, vocab, run_dir / "model", rank=rank)
         if rank == 0:
             toks.save(run_dir / "tokenizers")
     logger.close()
-    summary = {"steps": cfg.train.steps, "loss_history": history, "val": last_eval, "checkpoint": str(ckpt),
+    summary = {"steps": end_step, "loss_history": history, "val": last_eval, "checkpoint": str(ckpt),
                "model": str(exported) if exported else None, "rank": rank, "world_size": world}
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

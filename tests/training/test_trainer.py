@@ -1,0 +1,89 @@
+"""The training loop: loss falls, resume is exact, export loads, bad input fails cleanly."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnidiff.config import load_config
+from omnidiff.training.trainer import train
+from tests.fixtures import build_text_dataset, build_text_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return build_text_dataset(root), build_text_tokenizer(root)
+
+
+def config(assets, out, *extra):
+    data, tok = assets
+    return load_config(None, [
+        "model.preset=debug", f"tokenizers.text={tok}", f"train.out={out}", "train.tensorboard=false",
+        "data.batch_size=4", f"data.tasks=[{{task: text, path: {data}, answer_len: 16}}]",
+        "optim.lr=3e-3", "optim.warmup_steps=2", "train.eval_every=0", "train.log_every=1", *extra])
+
+
+def test_resume_gives_the_identical_loss_sequence(assets, tmp_path):
+    straight = train(config(assets, tmp_path / "a", "train.steps=8", "train.export=false"))
+    train(config(assets, tmp_path / "b", "train.steps=8", "train.stop_at=4", "train.export=false"))
+    resumed = train(config(assets, tmp_path / "b", "train.steps=8", "train.export=false"), resume=True)
+    assert len(straight["loss_history"]) == 8
+    assert resumed["loss_history"] == straight["loss_history"]
+    assert (tmp_path / "b" / "checkpoints" / "latest").read_text() == "step_00000008"
+    assert not list((tmp_path / "b" / "checkpoints").glob("*.tmp"))
+
+
+def test_loss_falls_and_export_loads_with_identical_logits(assets, tmp_path):
+    from omnidiff.models.hf import OmniDiffModel
+
+    summary = train(config(assets, tmp_path / "run", "train.steps=30", "train.eval_every=30", "train.eval_batches=2"))
+    hist = summary["loss_history"]
+    assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5
+    model = OmniDiffModel.from_pretrained(summary["model"])
+    tokens = torch.randint(5, 100, (2, 12))
+    ref = torch.load(Path(summary["checkpoint"]) / "engine" / "state" / "mp_rank_00_model_states.pt",
+                     weights_only=False)["module"]
+    fresh = OmniDiffModel(model.config)
+    fresh.model.load_state_dict(ref)
+    assert torch.allclose(model.model(tokens), fresh.model(tokens))
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "elbo", "lr", "grad_norm", "tokens_per_s", "expert_balance"} <= set(metrics[0])
+    assert any(m["split"] == "val" and "elbo/text" in m for m in metrics)
+
+
+def test_resume_with_a_different_model_shape_is_refused(assets, tmp_path):
+    train(config(assets, tmp_path / "c", "train.steps=2", "train.export=false"))
+    with pytest.raises(ValueError, match="different model shape"):
+        train(config(assets, tmp_path / "c", "train.steps=4", "train.export=false", "model.overrides={num_layers: 3}"),
+              resume=True)
+    assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir()) == ["latest", "step_00000002"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["optim.lrr=1"], "did you mean 'lr'"),
+    (["data.tasks=[{task: text, path: /no/such/data}]", "tokenizers.text=/no/tok"], "holds no text tokenizer"),
+    (["data.batch_size=3", "train.steps=1"], None),
+])
+def test_train_py_bad_input_exits_cleanly(assets, tmp_path, args, message):
+    data, tok = assets
+    base = [f"tokenizers.text={tok}", f"data.tasks=[{{task: text, path: {data}, answer_len: 16}}]",
+            f"train.out={tmp_path / 'x'}", "train.export=false", "train.tensorboard=false"]
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"} if message is None else os.environ
+    if message is None:  # a batch that does not split over 2 ranks: checked before any process group forms
+        code = ("import sys; from omnidiff.training import trainer; from omnidiff.training import distributed as d;"
+                "d.init_distributed = lambda cfg, dev: (0, 2); sys.argv = ['train.py'] + sys.argv[1:];"
+                "import runpy; runpy.run_path('train.py', run_name='__main__')")
+        cmd = [sys.executable, "-c", code, *base, *args]
+        message = "does not divide across 2 ranks"
+    else:
+        cmd = [sys.executable, "train.py", *base, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
