@@ -131,17 +131,17 @@ def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Train as ``cfg`` says; returns a summary (final metrics, paths)."""
+    if not cfg.tokenizers:
+        raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
+    toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} does not divide across {world} ranks; "
                          f"use a multiple of {world}")
-    if not cfg.tokenizers:
-        raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed + rank)
 
-    toks = TokenizerSet.load(cfg.tokenizers)
     vocab = toks.build_vocab()
     model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     micro = cfg.data.batch_size // world

@@ -75,7 +75,9 @@ def test_train_py_bad_input_exits_cleanly(assets, tmp_path, args, message):
     data, tok = assets
     base = [f"tokenizers.text={tok}", f"data.tasks=[{{task: text, path: {data}, answer_len: 16}}]",
             f"train.out={tmp_path / 'x'}", "train.export=false", "train.tensorboard=false"]
-    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0"} if message is None else os.environ
+    # Earlier in-process runs exported RANK/MASTER_PORT...: the child must start its own group.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     if message is None:  # a batch that does not split over 2 ranks: checked before any process group forms
         code = ("import sys; from omnidiff.training import trainer; from omnidiff.training import distributed as d;"
                 "d.init_distributed = lambda cfg, dev: (0, 2); sys.argv = ['train.py'] + sys.argv[1:];"
