@@ -99,7 +99,10 @@ class ShardStream:
             log.warning("skipping unreadable data in shard %s: %s", path, exn)
             return True
 
-        for raw in wds.WebDataset(path, shardshuffle=False, empty_check=False, handler=on_error):
+        # One explicit shard per call: rank/worker splitting is ours (above), not webdataset's.
+        keep_all = lambda urls: urls  # noqa: E731
+        for raw in wds.WebDataset(path, shardshuffle=False, empty_check=False, handler=on_error,
+                                  nodesplitter=keep_all, workersplitter=keep_all):
             key = raw.get("__key__", "?")
             try:
                 sample = {"__key__": key, "__shard__": path}

@@ -116,7 +116,10 @@ def build_engine(make_model: Callable[[], nn.Module], dist_cfg: DistributedConfi
         model = make_model()
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, total_steps))
+    # A callable: DeepSpeed builds the scheduler on its wrapped optimizer (ZeRO-3 regroups parameters).
+    def scheduler(wrapped):
+        return torch.optim.lr_scheduler.LambdaLR(wrapped, lr_lambda(optim, total_steps))
+
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     return engine
 
