@@ -1,13 +1,18 @@
-"""Weighted multi-task mixing and collation into the batch dict the objectives consume.
+"""Weighted multi-task mixing: task streams -> formatted examples -> collated batches, resumable exactly.
 
-Each task reads its own `ShardStream`; batch i picks its tasks with a counter-based RNG
-``default_rng([seed, rank, i])``, so the mixture needs no hidden state: the loader's position is the
-batch counter plus every stream's position (`state_dict`), and resuming reproduces the exact
-sequence of batches.
+Each task reads its own `ShardStream` and has its own answer length. Batch ``g`` (counted from the
+start of training on this rank) draws its tasks with a counter-based RNG
+``default_rng([seed, rank, g])``, so the mixture holds no hidden random state.
 
-Batch dict (``collate``): ``tokens`` [B, L] (left pads, prefix, answer, then right pads when answer
-lengths differ), ``padding_mask`` [B, L] (True on prefix and answer), ``answer_mask`` [B, L]
-(True on answer columns), ``tasks`` (names).
+Workers. With ``num_workers = W > 0`` a torch DataLoader runs W *virtual workers*; virtual worker v
+makes the batches ``g`` with ``g % W == v`` from its own share of every task stream (each stream
+group is split by position, see shards.py). The DataLoader returns its workers' outputs
+round-robin, so batches arrive in order; each batch carries its maker's position *after* that
+batch, and the loader keeps the position of the last batch it handed out per virtual worker.
+Batches prefetched but never consumed are therefore made again after a resume: no repeat, no gap.
+A position saved with W workers resumes with W workers (the sample-to-worker split depends on W).
+
+`collate` (in formatting.py, re-exported here) builds the batch dict of the contract.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from omnidiff.data.formatting import collate
 from omnidiff.data.shards import ShardStream, split_shards
 from omnidiff.tasks import get_task
 
 log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FORMAT_ERRORS = 200
 
 
 @dataclass
@@ -38,66 +46,39 @@ class MixtureConfig:
     tasks: list[TaskDataConfig] = field(default_factory=lambda: [TaskDataConfig()])
     batch_size: int = 8
     seed: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: read and format in the training process)
+    shuffle_buffer: int = 0  # min samples shuffled together (0: one shard at a time)
 
 
-def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: list[str] | None = None) -> dict:
-    """Pack (prefix, answer) pairs: prefixes right-aligned to a common answer start column."""
-    P = max(p.numel() for p, _ in examples)
-    A = max(a.numel() for _, a in examples)
-    B = len(examples)
-    tokens = torch.full((B, P + A), vocab.pad_id, dtype=torch.long)
-    pad = torch.zeros(B, P + A, dtype=torch.bool)
-    ans = torch.zeros(B, P + A, dtype=torch.bool)
-    for i, (p, a) in enumerate(examples):
-        tokens[i, P - p.numel(): P] = p
-        tokens[i, P: P + a.numel()] = a
-        pad[i, P - p.numel(): P + a.numel()] = True
-        ans[i, P: P + a.numel()] = True
-    batch = {"tokens": tokens, "padding_mask": pad, "answer_mask": ans}
-    if tasks is not None:
-        batch["tasks"] = list(tasks)
-    return batch
+class _BatchMaker:
+    """One virtual worker: its share of every task stream, formatting, and collation."""
 
-
-class MixtureLoader:
-    """Infinite iterator of collated batches drawn from several tasks by weight."""
-
-    def __init__(self, cfg: MixtureConfig, toks, vocab, *, rank: int = 0, world_size: int = 1):
-        if cfg.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
-        if not cfg.tasks:
-            raise ValueError("the data mixture has no tasks")
+    def __init__(self, cfg: MixtureConfig, toks, vocab, *, rank: int, world_size: int, worker: int, num_workers: int):
         self.cfg, self.toks, self.vocab, self.rank = cfg, toks, vocab, rank
         self.tasks = [get_task(t.task) for t in cfg.tasks]
-        for t, task in zip(cfg.tasks, self.tasks, strict=True):
-            missing = [m for m in task.modalities if getattr(toks, m, None) is None]
-            if missing:
-                raise ValueError(f"task {t.task!r} needs the {missing} tokenizer(s); add them under tokenizers:")
         self.streams = [ShardStream(split_shards(t.path, t.split), seed=cfg.seed + 7919 * i, rank=rank,
-                                    world_size=world_size) for i, t in enumerate(cfg.tasks)]
-        self._iters = [iter(s) for s in self.streams]
-        w = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
-        if (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"task weights must be >= 0 with a positive sum, got {w.tolist()}")
-        self.probs = w / w.sum()
-        self.batches = 0
+                                    world_size=world_size, shuffle_buffer=cfg.shuffle_buffer, worker=worker,
+                                    num_workers=num_workers) for i, t in enumerate(cfg.tasks)]
+        weights = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
+        self.probs = weights / weights.sum()
         self.format_errors = 0
+        self._iters = [iter(s) for s in self.streams]
 
     def state_dict(self) -> dict:
-        return {"batches": self.batches, "streams": [s.state_dict() for s in self.streams]}
+        return {"streams": [s.state_dict() for s in self.streams], "format_errors": self.format_errors}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["streams"]) != len(self.streams):
             raise ValueError(f"data position has {len(state['streams'])} task streams, the mixture has "
-                             f"{len(self.streams)}")
-        self.batches = state["batches"]
-        for s, st in zip(self.streams, state["streams"], strict=True):
-            s.load_state_dict(st)
+                             f"{len(self.streams)}: resume with the same data.tasks")
+        for stream, st in zip(self.streams, state["streams"], strict=True):
+            stream.load_state_dict(st)
+        self.format_errors = state.get("format_errors", 0)
         self._iters = [iter(s) for s in self.streams]
 
-    def _example(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def example(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self.cfg.tasks[i]
-        while True:
+        for _ in range(MAX_CONSECUTIVE_FORMAT_ERRORS):
             sample = next(self._iters[i])
             try:
                 return self.tasks[i].format(sample, self.toks, self.vocab, spec.answer_len)
@@ -105,17 +86,143 @@ class MixtureLoader:
                 self.format_errors += 1
                 log.warning("skipping sample %s of %s (task %s): %s", sample.get("__key__"), sample.get("__shard__"),
                             spec.task, err)
+        raise RuntimeError(f"{MAX_CONSECUTIVE_FORMAT_ERRORS} samples in a row of task {spec.task!r} ({spec.path}) "
+                           f"could not be formatted; see the warnings above (answer_len {spec.answer_len} too short?)")
+
+    def make(self, batch_index: int) -> dict:
+        rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])
+        picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
+        examples = [self.example(i) for i in picks]
+        return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks])
+
+
+class _WorkerBatches(torch.utils.data.IterableDataset):
+    """What each DataLoader worker runs: batches ``start + w, start + w + W, ...`` with their positions."""
+
+    def __init__(self, loader: MixtureLoader):
+        super().__init__()
+        self.args = (loader.cfg, loader.toks, loader.vocab)
+        self.rank, self.world_size = loader.rank, loader.world_size
+        self.start, self.states = loader.batches, list(loader.worker_states)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        assert info is not None, "_WorkerBatches only runs inside DataLoader workers"
+        num_workers = info.num_workers
+        batch_index = self.start + info.id
+        virtual = batch_index % num_workers
+        maker = _BatchMaker(*self.args, rank=self.rank, world_size=self.world_size, worker=virtual,
+                            num_workers=num_workers)
+        if self.states[virtual] is not None:
+            maker.load_state_dict(self.states[virtual])
+        while True:
+            batch = maker.make(batch_index)
+            yield batch, virtual, maker.state_dict()
+            batch_index += num_workers
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # W workers plus the trainer share the cores: no nested thread pools
+
+
+class MixtureLoader:
+    """Infinite iterator of collated batches drawn from several tasks by weight; see the module docstring."""
+
+    def __init__(self, cfg: MixtureConfig, toks, vocab, *, rank: int = 0, world_size: int = 1):
+        if cfg.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+        if not cfg.tasks:
+            raise ValueError("the data mixture has no tasks")
+        if cfg.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {cfg.num_workers}")
+        weights = [t.weight for t in cfg.tasks]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
+        for t in cfg.tasks:
+            task = get_task(t.task)
+            missing = [m for m in task.modalities if getattr(toks, m, None) is None]
+            if missing:
+                raise ValueError(f"task {t.task!r} needs the {missing} tokenizer(s); add them under tokenizers:")
+            if t.answer_len <= 0:
+                raise ValueError(f"answer_len of task {t.task!r} must be positive, got {t.answer_len}")
+        self.cfg, self.toks, self.vocab = cfg, toks, vocab
+        self.rank, self.world_size = rank, world_size
+        self.batches = 0
+        self.num_workers = cfg.num_workers
+        # num_workers == 0: one in-process maker; else one saved position per virtual worker.
+        self._maker = None if self.num_workers else self._new_maker(0, 1)
+        self.worker_states: list[dict | None] = [None] * self.num_workers
+        self._it = None
+
+    def _new_maker(self, worker: int, num_workers: int) -> _BatchMaker:
+        return _BatchMaker(self.cfg, self.toks, self.vocab, rank=self.rank, world_size=self.world_size,
+                           worker=worker, num_workers=num_workers)
+
+    @property
+    def streams(self) -> list[ShardStream]:
+        """The task streams (in-process loaders only: with workers the streams live in the workers)."""
+        if self._maker is None:
+            raise AttributeError("a loader with num_workers > 0 has no in-process streams")
+        return self._maker.streams
+
+    def _states(self) -> list[dict]:
+        return [self._maker.state_dict()] if self._maker is not None else [s for s in self.worker_states if s]
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt or unreadable samples skipped so far (as of the last batch handed out)."""
+        return sum(st["skipped"] for s in self._states() for st in s["streams"])
+
+    @property
+    def format_errors(self) -> int:
+        return sum(s["format_errors"] for s in self._states())
+
+    def state_dict(self) -> dict:
+        if self._maker is not None:
+            return {"batches": self.batches, "num_workers": 0, "workers": [self._maker.state_dict()]}
+        return {"batches": self.batches, "num_workers": self.num_workers, "workers": list(self.worker_states)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "workers" not in state:  # positions written before worker support: one in-process maker
+            state = {"batches": state["batches"], "num_workers": 0,
+                     "workers": [{"streams": state["streams"], "format_errors": 0}]}
+        saved_workers = state.get("num_workers", 0)
+        if saved_workers != self.num_workers:
+            raise ValueError(f"data position was saved with data.num_workers={saved_workers}, this loader has "
+                             f"{self.num_workers}: resume with the same number of workers")
+        self.close()
+        self.batches = state["batches"]
+        if self._maker is not None:
+            self._maker.load_state_dict(state["workers"][0])
+        else:
+            self.worker_states = list(state["workers"])
+
+    def close(self) -> None:
+        """Stop the worker processes (they restart on the next batch)."""
+        self._it = None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        rng = np.random.default_rng([self.cfg.seed, self.rank, self.batches])
-        picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
-        examples = [self._example(i) for i in picks]
+        if self._maker is not None:
+            batch = self._maker.make(self.batches)
+            self.batches += 1
+            return batch
+        if self._it is None:
+            loader = torch.utils.data.DataLoader(_WorkerBatches(self), batch_size=None, num_workers=self.num_workers,
+                                                 worker_init_fn=_worker_init, prefetch_factor=2)
+            self._it = iter(loader)
+        batch, virtual, state = next(self._it)
+        assert virtual == self.batches % self.num_workers, "DataLoader returned batches out of order"
+        self.worker_states[virtual] = state
         self.batches += 1
-        return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks])
+        return batch
 
 
 def build_mixture_loader(cfg: MixtureConfig, toks, vocab, *, rank: int = 0, world_size: int = 1) -> MixtureLoader:
+    """The training/evaluation loader for ``cfg`` (see MixtureLoader)."""
     return MixtureLoader(cfg, toks, vocab, rank=rank, world_size=world_size)
+
+
+__all__ = ["MixtureConfig", "MixtureLoader", "TaskDataConfig", "build_mixture_loader", "collate"]

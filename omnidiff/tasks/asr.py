@@ -1,0 +1,29 @@
+"""Speech recognition: ``<bos><asr><audio> audio codes </audio> | transcript <eos>...``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from omnidiff.data.formatting import audio_ids, require, specials, text_ids
+from omnidiff.tasks.base import pad_answer
+
+
+def transcript(sample: dict) -> str:
+    text = require(sample, "txt")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"speech sample {sample.get('__key__', '?')} has an empty transcript")
+    return text.strip()
+
+
+@dataclass
+class ASRTask:
+    name: ClassVar[str] = "asr"
+    modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
+
+    def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = audio_ids(toks, vocab, require(sample, "wav"))
+        prefix = torch.cat([specials(vocab, "<bos>", "<asr>", "<audio>"), audio, specials(vocab, "</audio>")])
+        return prefix, pad_answer(text_ids(toks, vocab, transcript(sample)), answer_len, vocab.eos_id)

@@ -1,0 +1,33 @@
+"""Text to image: ``<bos><t2i> caption <image> | img </image> <eos>...``.
+
+With probability ``uncond_prob`` the caption is replaced by ``<uncond>`` (decided by the sample's
+RNG), which trains the unconditional model that classifier-free guidance needs. The image answer is
+never cut: an ``answer_len`` shorter than codes + 1 rejects the sample with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from omnidiff.data.formatting import fit_answer, image_ids, require, sample_rng, specials, text_ids
+from omnidiff.tasks.captioning import pick_caption
+
+
+@dataclass
+class TextToImageTask:
+    name: ClassVar[str] = "t2i"
+    modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    uncond_prob: float = 0.1
+
+    def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = require(sample, "png", "jpg", "jpeg")
+        if sample_rng(sample, "uncond").random() < self.uncond_prob:
+            condition = specials(vocab, "<uncond>")
+        else:
+            condition = text_ids(toks, vocab, pick_caption(sample))
+        prefix = torch.cat([specials(vocab, "<bos>", "<t2i>"), condition, specials(vocab, "<image>")])
+        answer = torch.cat([image_ids(toks, vocab, image), specials(vocab, "</image>")])
+        return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the image of sample {sample.get('__key__')}")

@@ -1,0 +1,33 @@
+"""Text to speech: ``<bos><tts> transcript <audio> | audio codes </audio> <eos>...``.
+
+Audio is never cut mid-utterance (that would teach the model to drop words): a recording longer
+than ``answer_len`` tokens rejects the sample with a clear message. ``uncond_prob`` > 0 replaces the
+transcript with ``<uncond>`` for classifier-free guidance, as in text_to_image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from omnidiff.data.formatting import audio_ids, fit_answer, require, sample_rng, specials, text_ids
+from omnidiff.tasks.asr import transcript
+
+
+@dataclass
+class TTSTask:
+    name: ClassVar[str] = "tts"
+    modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
+    uncond_prob: float = 0.0
+
+    def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        text = transcript(sample)
+        if self.uncond_prob > 0 and sample_rng(sample, "uncond").random() < self.uncond_prob:
+            condition = specials(vocab, "<uncond>")
+        else:
+            condition = text_ids(toks, vocab, text)
+        prefix = torch.cat([specials(vocab, "<bos>", "<tts>"), condition, specials(vocab, "<audio>")])
+        answer = torch.cat([audio_ids(toks, vocab, require(sample, "wav")), specials(vocab, "</audio>")])
+        return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the audio of sample {sample.get('__key__')}")
