@@ -40,6 +40,7 @@ test-slow: setup data-deps
 bench: setup
 	$(PY) benchmarks/model_speed.py --json docs/benchmarks/model_speed.json
 	$(PY) benchmarks/decode_speed.py --json docs/benchmarks/decode.json
+	$(PY) benchmarks/train_speed.py --json docs/benchmarks/train_speed.json
 
 # The demo covers what is built: the text task end to end (data -> BPE -> ~10 min of training ->
 # generation -> decoding benchmark on the trained model). Image, speech and robot tasks follow.

@@ -16,12 +16,22 @@ from omnidiff.tokenization.vocab import Vocab
 MODALITIES = ("text", "image", "audio", "action")
 
 
-def _loader(modality: str):
-    if modality == "text":
-        from omnidiff.tokenization.text import TextTokenizer
+# modality -> (module, class): imported lazily so a text-only model never loads diffusers or torchaudio.
+LOADERS: dict[str, tuple[str, str]] = {
+    "text": ("omnidiff.tokenization.text", "TextTokenizer"),
+    "image": ("omnidiff.tokenization.image", "ImageTokenizer"),
+    "audio": ("omnidiff.tokenization.audio", "AudioTokenizer"),
+    "action": ("omnidiff.tokenization.action", "ActionTokenizer"),
+}
 
-        return TextTokenizer
-    raise ValueError(f"no tokenizer for modality {modality!r} in this build; available: ['text']")
+
+def _loader(modality: str):
+    if modality not in LOADERS:
+        raise ValueError(f"no tokenizer for modality {modality!r}; available: {sorted(LOADERS)}")
+    module, name = LOADERS[modality]
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass

@@ -109,8 +109,9 @@ def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
     out = []
     was_training = model.training
     model.eval()
+    samples = iter(loader.streams[0])  # one pass: a different validation prompt each time
     for _ in range(num):
-        sample = next(loader.streams[0].__iter__())
+        sample = next(samples)
         prefix, answer = task.format(sample, toks, vocab, spec.answer_len)
         result = generate(model, [prefix.to(cfg.train.device)], answer_len=spec.answer_len, vocab=vocab, config=sampler)
         out.append({"prompt": toks.text.decode_global(vocab, prefix),
