@@ -1,5 +1,7 @@
 """Config: defaults < YAML < dotted overrides; unknown keys name the nearest valid one."""
 
+from pathlib import Path
+
 import pytest
 
 from omnidiff.config import load_config, save_config
@@ -36,3 +38,11 @@ def test_missing_and_unreadable_files(tmp_path):
     bad.write_text("optim: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_every_recipe_loads(path):
+    """Every recipe in configs/ parses against the dataclasses (unknown keys would be errors)."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / path, [])
+    assert cfg.data.tasks and cfg.tokenizers
+    assert cfg.data.batch_size > 0 and cfg.train.steps > 0

@@ -38,6 +38,20 @@ def init_distributed(cfg: DistributedConfig, device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def local_device(device: str) -> str:
+    """``"cuda"`` -> this process's GPU (``cuda:LOCAL_RANK``, made current); anything else unchanged.
+
+    One process per GPU is the launchers' convention (torchrun, deepspeed); an explicit index
+    (``cuda:3``) is kept as given.
+    """
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("train.device is 'cuda' but no GPU is visible; use train.device=cpu")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    return device
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -136,6 +136,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
+    cfg.train.device = distributed.local_device(cfg.train.device)
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} does not divide across {world} ranks; "
                          f"use a multiple of {world}")
