@@ -66,6 +66,19 @@ def test_resume_with_a_different_model_shape_is_refused(assets, tmp_path):
     assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir()) == ["latest", "step_00000002"]
 
 
+def test_resume_with_a_different_vocabulary_is_refused(assets, tmp_path):
+    from omnidiff.tokenization.text import TextTokenizer
+    from tests.fixtures import text_docs
+
+    train(config(assets, tmp_path / "v", "train.steps=2", "train.export=false"))
+    other = tmp_path / "bpe320"
+    TextTokenizer.train(text_docs(200), vocab_size=320, show_progress=False).save(other)
+    with pytest.raises(ValueError, match="vocabulary"):
+        train(config(assets, tmp_path / "v", "train.steps=4", "train.export=false", f"tokenizers.text={other}"),
+              resume=True)
+    assert sorted(p.name for p in (tmp_path / "v" / "checkpoints").iterdir()) == ["latest", "step_00000002"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["optim.lrr=1"], "did you mean 'lr'"),
     (["data.tasks=[{task: text, path: /no/such/data}]", "tokenizers.text=/no/tok"], "holds no text tokenizer"),
