@@ -18,8 +18,8 @@ xyz displacement of the hand (scaled by 1/100 m by the environment) and the grip
 in [-1, 1]; the expert's raw output is clipped to that box before it is sent and stored, so the
 stored action is exactly the one the robot executed.
 
-``MUJOCO_GL`` must be chosen before MuJoCo is imported; this module sets it to ``egl`` unless the
-caller already chose (``make`` exports it too).
+``MUJOCO_GL`` must be chosen before MuJoCo is imported; importing this module sets it to ``egl``
+unless the caller already chose (``make`` exports it too), so import it before ``metaworld``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from omnidiff.data.builder import MissingSystemPackage
+
+# MuJoCo reads MUJOCO_GL once, when it is first imported: choose EGL before anything imports it.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 ACTION_DIM = 4
 PROPRIO_DIM = 4
@@ -116,8 +119,7 @@ TASK_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
 
 
 def _import_metaworld():
-    """Import MuJoCo and MetaWorld with the EGL backend, or a MissingSystemPackage that says how to install them."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    """Import MuJoCo and MetaWorld, or a MissingSystemPackage that says how to install them."""
     try:
         import metaworld  # noqa: F401
         import mujoco
