@@ -1,11 +1,15 @@
 """Action tokenizer: round-trip error within half a bin, clipping, exact gripper, proprio, persistence, vocab layout."""
 
+import io
 import json
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from omnidiff.data.builder import write_split
 from omnidiff.tokenization.action import CONFIG_NAME, ActionTokenizer
 from omnidiff.tokenization.base import Tokenizer, register
 from omnidiff.tokenization.vocab import Vocab
@@ -166,3 +170,28 @@ def test_constant_dimension_decodes_to_its_value():
     tok = ActionTokenizer.fit(acts, bins=32)
     back = tok.decode(tok.encode(torch.tensor([[0.0, 0.25], [0.5, 0.25]])))
     assert back[:, 1].tolist() == [0.25, 0.25]
+
+
+def test_fit_script_reads_robot_shards_and_reports_half_bin_errors(tmp_path):
+    def npy(array):
+        buf = io.BytesIO()
+        np.save(buf, array)
+        return buf.getvalue()
+
+    acts, state = robot_like_actions(300, seed=2), proprio_like(300, seed=3)[:, :4]
+    for split, rows in (("train", range(0, 250)), ("val", range(250, 300))):
+        samples = [{"__key__": f"{split}-{i:05d}", "actions.npy": npy(acts[i: i + 1].repeat(3, axis=0)),
+                    "proprio.npy": npy(state[i]), "json": {"task": "push-v3", "step": i}} for i in rows]
+        write_split(tmp_path / "robot", split, samples, shard_size=100)
+    root = Path(__file__).resolve().parents[2]
+    main = runpy.run_path(str(root / "tokenizers" / "fit_action_bins.py"), run_name="fit_action_bins")["main"]
+    report = main(["--data", str(tmp_path / "robot"), "--out", str(tmp_path / "tok"), "--bins", "64"])
+    assert report["train_steps"] == 250 and report["settings"]["horizon"] == 3 and report["settings"]["bins"] == 64
+    for split in ("train", "val"):
+        assert max(report[split]["actions"]["max_error_inside_over_bin_width"]) <= 0.5 + 1e-3
+        assert max(report[split]["proprio"]["max_error_inside_over_bin_width"]) <= 0.5 + 1e-3
+    tok = ActionTokenizer.load(tmp_path / "tok")
+    assert tok.bins == 64 and tok.horizon == 3 and tok.proprio_dim == 4
+    np.testing.assert_allclose(tok.stats.low, np.percentile(acts[:250].astype(np.float64), 1, axis=0), rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "tok2")])
