@@ -48,8 +48,8 @@ class AudioCodecConfig:
     hop_length: int = 256
     n_mels: int = 80
     downsample: int = 2  # mel frames per code frame
-    channels: int = 192
-    blocks: int = 3  # residual blocks on each side of the resampling layer
+    channels: int = 128
+    blocks: int = 2  # residual blocks on each side of the resampling layer
     latent_dim: int = 128
     levels: int = 8
     codebook_size: int = 1024
@@ -228,21 +228,29 @@ class AudioCodec(nn.Module):
     def decode_latent(self, z_BDF: torch.Tensor) -> torch.Tensor:
         return self.decoder(z_BDF)
 
-    def forward(self, x_BMT: torch.Tensor, update: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reconstructed normalised log-mel ``[B, M, T]``, codes ``[B, F, L]``, commitment loss)."""
+    def forward(self, x_BMT: torch.Tensor, update: bool = False,
+                quantise: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(reconstructed normalised log-mel ``[B, M, T]``, codes ``[B, F, L]``, commitment loss).
+
+        ``quantise=False`` bypasses the RVQ (plain autoencoder; codes None): the trainer warms the
+        encoder up this way so that k-means initialises the codebooks on meaningful latents.
+        """
         z_BDF = self.encode_latent(x_BMT)
+        if not quantise:
+            return self.decode_latent(z_BDF), None, z_BDF.new_zeros(())
         B, D, Fr = z_BDF.shape
         q_ND, codes_NL, commit = self.rvq(z_BDF.transpose(1, 2).reshape(B * Fr, D), update=update)
         recon = self.decode_latent(q_ND.reshape(B, Fr, D).transpose(1, 2))
         return recon, codes_NL.reshape(B, Fr, -1), commit
 
 
-def codec_loss(codec: AudioCodec, x_BMT: torch.Tensor, update: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+def codec_loss(codec: AudioCodec, x_BMT: torch.Tensor, update: bool = True,
+               quantise: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """Training loss on a batch of normalised log-mels: L1 + MSE reconstruction + commitment."""
-    recon, codes, commit = codec(x_BMT, update=update)
+    recon, _, commit = codec(x_BMT, update=update, quantise=quantise)
     l1, mse = F.l1_loss(recon, x_BMT), F.mse_loss(recon, x_BMT)
     loss = l1 + mse + codec.cfg.commitment * commit
-    return loss, {"loss": float(loss), "mel_l1": float(l1), "mel_mse": float(mse), "commit": float(commit)}
+    return loss, {"loss": loss.item(), "mel_l1": l1.item(), "mel_mse": mse.item(), "commit": commit.item()}
 
 
 class AudioTokenizer:
