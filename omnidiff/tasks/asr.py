@@ -23,7 +23,11 @@ class ASRTask:
     name: ClassVar[str] = "asr"
     modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
 
+    def prompt(self, toks, vocab, wav: dict) -> torch.Tensor:
+        """The prefix for ``{"array": float32 [T], "sample_rate": int}`` mono audio."""
+        audio = audio_ids(toks, vocab, wav)
+        return torch.cat([specials(vocab, "<bos>", "<asr>", "<audio>"), audio, specials(vocab, "</audio>")])
+
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        audio = audio_ids(toks, vocab, require(sample, "wav"))
-        prefix = torch.cat([specials(vocab, "<bos>", "<asr>", "<audio>"), audio, specials(vocab, "</audio>")])
+        prefix = self.prompt(toks, vocab, require(sample, "wav"))
         return prefix, pad_answer(text_ids(toks, vocab, transcript(sample)), answer_len, vocab.eos_id)

@@ -29,7 +29,11 @@ def pick_caption(sample: dict) -> str:
 
 def image_span(sample: dict, toks, vocab) -> torch.Tensor:
     """``<image> codes </image>`` of the sample's picture (``png``/``jpg``)."""
-    image = require(sample, "png", "jpg", "jpeg")
+    return image_span_of(require(sample, "png", "jpg", "jpeg"), toks, vocab)
+
+
+def image_span_of(image, toks, vocab) -> torch.Tensor:
+    """``<image> codes </image>`` of a PIL image."""
     return torch.cat([specials(vocab, "<image>"), image_ids(toks, vocab, image), specials(vocab, "</image>")])
 
 
@@ -38,7 +42,11 @@ class CaptioningTask:
     name: ClassVar[str] = "caption"
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
 
+    def prompt(self, toks, vocab, image) -> torch.Tensor:
+        """The prefix for a PIL image (what inference feeds; `format` builds the same)."""
+        return torch.cat([specials(vocab, "<bos>", "<caption>"), image_span_of(image, toks, vocab)])
+
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        prefix = torch.cat([specials(vocab, "<bos>", "<caption>"), image_span(sample, toks, vocab)])
+        prefix = self.prompt(toks, vocab, require(sample, "png", "jpg", "jpeg"))
         answer = pad_answer(text_ids(toks, vocab, pick_caption(sample)), answer_len, vocab.eos_id)
         return prefix, answer

@@ -22,12 +22,19 @@ class TextToImageTask:
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
     uncond_prob: float = 0.1
 
+    def prompt(self, toks, vocab, caption: str | None) -> torch.Tensor:
+        """The prefix for a caption; ``None`` gives the unconditional prefix (``<uncond>``) for guidance."""
+        if caption is None:
+            condition = specials(vocab, "<uncond>")
+        elif not isinstance(caption, str) or not caption.strip():
+            raise ValueError("the caption is empty; describe the image to draw (or pass None for unconditional)")
+        else:
+            condition = text_ids(toks, vocab, caption)
+        return torch.cat([specials(vocab, "<bos>", "<t2i>"), condition, specials(vocab, "<image>")])
+
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = require(sample, "png", "jpg", "jpeg")
-        if sample_rng(sample, "uncond").random() < self.uncond_prob:
-            condition = specials(vocab, "<uncond>")
-        else:
-            condition = text_ids(toks, vocab, pick_caption(sample))
-        prefix = torch.cat([specials(vocab, "<bos>", "<t2i>"), condition, specials(vocab, "<image>")])
+        uncond = sample_rng(sample, "uncond").random() < self.uncond_prob
+        prefix = self.prompt(toks, vocab, None if uncond else pick_caption(sample))
         answer = torch.cat([image_ids(toks, vocab, image), specials(vocab, "</image>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the image of sample {sample.get('__key__')}")

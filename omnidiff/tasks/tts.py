@@ -22,12 +22,19 @@ class TTSTask:
     modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
     uncond_prob: float = 0.0
 
+    def prompt(self, toks, vocab, text: str | None) -> torch.Tensor:
+        """The prefix for a transcript; ``None`` gives the unconditional prefix (``<uncond>``)."""
+        if text is None:
+            condition = specials(vocab, "<uncond>")
+        elif not isinstance(text, str) or not text.strip():
+            raise ValueError("the text to speak is empty")
+        else:
+            condition = text_ids(toks, vocab, text.strip())
+        return torch.cat([specials(vocab, "<bos>", "<tts>"), condition, specials(vocab, "<audio>")])
+
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         text = transcript(sample)
-        if self.uncond_prob > 0 and sample_rng(sample, "uncond").random() < self.uncond_prob:
-            condition = specials(vocab, "<uncond>")
-        else:
-            condition = text_ids(toks, vocab, text)
-        prefix = torch.cat([specials(vocab, "<bos>", "<tts>"), condition, specials(vocab, "<audio>")])
+        uncond = self.uncond_prob > 0 and sample_rng(sample, "uncond").random() < self.uncond_prob
+        prefix = self.prompt(toks, vocab, None if uncond else text)
         answer = torch.cat([audio_ids(toks, vocab, require(sample, "wav")), specials(vocab, "</audio>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the audio of sample {sample.get('__key__')}")

@@ -13,7 +13,7 @@ import torch
 
 from omnidiff.data.formatting import require, sample_rng, specials, text_ids
 from omnidiff.tasks.base import pad_answer
-from omnidiff.tasks.captioning import image_span
+from omnidiff.tasks.captioning import image_span_of
 
 
 def pick_question(sample: dict) -> tuple[str, str]:
@@ -30,8 +30,14 @@ class VQATask:
     name: ClassVar[str] = "vqa"
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
 
+    def prompt(self, toks, vocab, image, question: str) -> torch.Tensor:
+        """The prefix for a PIL image and a question."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty; pass the text to answer about the image")
+        return torch.cat([specials(vocab, "<bos>", "<vqa>"), image_span_of(image, toks, vocab),
+                          text_ids(toks, vocab, question)])
+
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         question, answer = pick_question(sample)
-        prefix = torch.cat([specials(vocab, "<bos>", "<vqa>"), image_span(sample, toks, vocab),
-                            text_ids(toks, vocab, question)])
+        prefix = self.prompt(toks, vocab, require(sample, "png", "jpg", "jpeg"), question)
         return prefix, pad_answer(text_ids(toks, vocab, answer), answer_len, vocab.eos_id)

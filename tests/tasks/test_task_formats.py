@@ -84,12 +84,16 @@ def test_vla_layout_with_and_without_proprio():
     prefix, answer = get_task("vla").format(sample, TOKS, VOCAB, 20)
     assert prefix[:3].tolist() == [VOCAB.bos_id, S("<vla>"), S("<image>")]
     options = ["push the puck"] + sample["json"]["paraphrases"]
-    assert text_of(prefix[prefix.tolist().index(S("</image>")) + 1:]) in options
-    assert answer[0] == S("<action>") and answer[17] == S("</action>") and (answer[18:] == VOCAB.eos_id).all()
-    chunk = TOKS.action.decode(VOCAB.to_local("action", answer[1:17]).view(4, 4))
+    assert text_of(prefix[prefix.tolist().index(S("</image>")) + 1:-1]) in options
+    assert prefix[-1] == S("<action>")  # the answer starts at the first action token
+    assert answer[16] == S("</action>") and (answer[17:] == VOCAB.eos_id).all()
+    chunk = TOKS.action.decode(VOCAB.to_local("action", answer[:16]).view(4, 4))
     assert np.allclose(chunk.numpy(), sample["actions.npy"], atol=1 / 31 + 1e-6)
     with_state = type(get_task("vla"))(use_proprio=True).format(sample, TOKS, VOCAB, 20)[0]
-    assert with_state[-6] == S("<proprio>") and with_state[-1] == S("</proprio>")
+    assert with_state[-7] == S("<proprio>") and with_state[-2] == S("</proprio>") and with_state[-1] == S("<action>")
+    with pytest.raises(ValueError, match="no proprio.npy"):
+        type(get_task("vla"))(use_proprio=True).format({k: v for k, v in sample.items() if k != "proprio.npy"},
+                                                       TOKS, VOCAB, 20)
 
 
 def test_text_task_keeps_its_layout():
