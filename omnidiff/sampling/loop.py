@@ -172,7 +172,7 @@ def _finished_with_eos(block_BN: torch.Tensor, eos_id: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: SamplerConfig = SamplerConfig(),
              generator: torch.Generator | list[torch.Generator] | None = None, answer_modality: str = "text",
-             uncond_prompts=None) -> SampleOutput:
+             uncond_prompts=None, answer_layout: torch.Tensor | None = None) -> SampleOutput:
     """Decode ``answer_len`` tokens after each prompt.
 
     Args:
@@ -185,6 +185,9 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         answer_modality: modality (or range name) whose ids the answer may use.
         uncond_prompts: the unconditional prompts for classifier-free guidance (condition replaced
             by <uncond>), one per prompt; required when ``config.guidance_scale`` is set.
+        answer_layout: optional [A, V] bool mask of the ids allowed at each answer column (see
+            `fixed_layout`); replaces ``answer_modality``. Fixed-size answers (an image's codes, an
+            action chunk) then always come out well-formed.
     """
     prompts = _as_prompts(prompts)
     B, A = len(prompts), answer_len
@@ -213,7 +216,15 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         if len(uncond) != B:
             raise ValueError(f"got {len(uncond)} unconditional prompts for {B} prompts")
         denoisers.append(make_denoiser(model, *left_pad(uncond, vocab.pad_id, multiple, device), A, config))
-    allowed_V = vocab.modality_mask(answer_modality, specials=config.answer_specials).to(device)
+    if answer_layout is not None:
+        if answer_layout.shape != (A, len(vocab)) or answer_layout.dtype != torch.bool:
+            raise ValueError(f"answer_layout must be a bool tensor [answer_len, vocab] = [{A}, {len(vocab)}], "
+                             f"got {answer_layout.dtype} {tuple(answer_layout.shape)}")
+        if not answer_layout.any(1).all():
+            raise ValueError("answer_layout allows no id at some answer column")
+        allowed_AV = answer_layout.to(device)
+    else:
+        allowed_AV = vocab.modality_mask(answer_modality, specials=config.answer_specials).to(device).expand(A, -1)
     gens = row_generators(generator, B)
     mask_id, eos_id = vocab.mask_id, vocab.eos_id
 
@@ -235,7 +246,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             if not masked.any():
                 break
             logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
-            logits = logits.masked_fill(~allowed_V, float("-inf"))
+            logits = logits.masked_fill(~allowed_AV[lo:hi], float("-inf"))
             active = masked.any(1).tolist()
             row_gens = None if gens is None else [g if a else None for g, a in zip(gens, active, strict=True)]
             ids, probs = propose(logits, config.temperature, row_gens)
@@ -280,3 +291,43 @@ def _block_logits(denoisers: list[Denoiser], answer_BA, lo: int, hi: int, guidan
         return cond
     uncond = denoisers[1].logits(answer_BA, lo, hi).float()
     return uncond + guidance_scale * (cond - uncond)
+
+
+def _range_masks(vocab, ranges: str | list[str] | tuple[str, ...]) -> list[torch.Tensor]:
+    names = [ranges] if isinstance(ranges, str) else list(ranges)
+    if not names:
+        raise ValueError("no modality or range names given for the layout")
+    return [vocab.modality_mask(n, specials=()) for n in names]
+
+
+def fixed_layout(vocab, ranges: str | list[str] | tuple[str, ...], num_codes: int, close: str | None,
+                 answer_len: int) -> torch.Tensor:
+    """[answer_len, V] mask for a fixed-size answer as the tasks lay it out: ``num_codes`` codes, then
+    the closing special ``close`` (e.g. ``"</image>"``), then <eos> to the end.
+
+    ``ranges`` is a modality or range name, or a list of range names used in turn (column i takes
+    ``ranges[i % len(ranges)]``: the interleaved levels of an audio codec).
+    """
+    used = num_codes + (close is not None)
+    if used > answer_len:
+        raise ValueError(f"answer_len {answer_len} is too short for {num_codes} codes"
+                         f"{' and ' + close if close else ''}; use at least {used}")
+    masks = _range_masks(vocab, ranges)
+    layout = torch.zeros(answer_len, len(vocab), dtype=torch.bool)
+    for i in range(num_codes):
+        layout[i] = masks[i % len(masks)]
+    if close is not None:
+        layout[num_codes, vocab.special(close)] = True
+    layout[used:, vocab.eos_id] = True
+    return layout
+
+
+def cyclic_layout(vocab, ranges: str | list[str] | tuple[str, ...], answer_len: int,
+                  specials: tuple[str, ...] = ("<eos>",)) -> torch.Tensor:
+    """[answer_len, V] mask for a variable-length answer: column i allows ``ranges[i % len(ranges)]``
+    or any of ``specials`` (e.g. ``("</audio>", "<eos>")`` for speech of unknown duration)."""
+    masks = _range_masks(vocab, ranges)
+    extra = torch.zeros(len(vocab), dtype=torch.bool)
+    for name in specials:
+        extra[vocab.special(name)] = True
+    return torch.stack([masks[i % len(masks)] | extra for i in range(answer_len)])

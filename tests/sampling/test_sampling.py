@@ -165,3 +165,24 @@ def test_bad_sampler_config_and_prompts(model):
         SamplerConfig(strategy="greedy")
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         generate(model, [torch.tensor([2]), torch.tensor([], dtype=torch.long)], answer_len=4, vocab=VOCAB)
+
+
+def test_fixed_layout_gives_well_formed_fixed_size_answers(model):
+    from omnidiff.sampling import cyclic_layout, fixed_layout
+
+    layout = fixed_layout(VOCAB, "image", 6, "</image>", 10)
+    out = generate(model, prompts(), answer_len=10, vocab=VOCAB, answer_layout=layout,
+                   config=SamplerConfig(strategy="threshold", threshold=0.5, temperature=1.5),
+                   generator=gens(4))
+    image = VOCAB.range("image")
+    assert ((out.tokens[:, :6] >= image.offset) & (out.tokens[:, :6] < image.end)).all()
+    assert (out.tokens[:, 6] == VOCAB.special("</image>")).all() and (out.tokens[:, 7:] == VOCAB.eos_id).all()
+    levels = Vocab.build({"text": 8, "audio.0": 4, "audio.1": 4})
+    cyc = cyclic_layout(levels, ["audio.0", "audio.1"], 5, specials=("</audio>", "<eos>"))
+    a0, a1 = levels.range("audio.0").offset, levels.range("audio.1").offset
+    assert cyc[0, a0] and not cyc[0, a1] and not cyc[0, 10]
+    assert cyc[3, a1] and not cyc[3, a0] and cyc[3, levels.eos_id] and cyc[3, levels.special("</audio>")]
+    with pytest.raises(ValueError, match="too short"):
+        fixed_layout(VOCAB, "image", 10, "</image>", 10)
+    with pytest.raises(ValueError, match="answer_layout must be"):
+        generate(model, prompts(), answer_len=8, vocab=VOCAB, answer_layout=layout)
