@@ -17,6 +17,7 @@ A position saved with W workers resumes with W workers (the sample-to-worker spl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -39,6 +40,19 @@ class TaskDataConfig:
     weight: float = 1.0
     answer_len: int = 64
     split: str = "train"
+    options: dict = field(default_factory=dict)  # task settings, e.g. {uncond_prob: 0.1} or {use_proprio: true}
+
+
+def configured_task(spec: TaskDataConfig):
+    """The task object of ``spec`` with its ``options`` applied (unknown options are an error)."""
+    task = get_task(spec.task)
+    if not spec.options:
+        return task
+    allowed = {f.name for f in dataclasses.fields(task)}
+    unknown = sorted(set(spec.options) - allowed)
+    if unknown:
+        raise ValueError(f"task {spec.task!r} has no options {unknown}; allowed: {sorted(allowed) or 'none'}")
+    return dataclasses.replace(task, **spec.options)
 
 
 @dataclass
@@ -55,7 +69,7 @@ class _BatchMaker:
 
     def __init__(self, cfg: MixtureConfig, toks, vocab, *, rank: int, world_size: int, worker: int, num_workers: int):
         self.cfg, self.toks, self.vocab, self.rank = cfg, toks, vocab, rank
-        self.tasks = [get_task(t.task) for t in cfg.tasks]
+        self.tasks = [configured_task(t) for t in cfg.tasks]
         self.streams = [ShardStream(split_shards(t.path, t.split), seed=cfg.seed + 7919 * i, rank=rank,
                                     world_size=world_size, shuffle_buffer=cfg.shuffle_buffer, worker=worker,
                                     num_workers=num_workers) for i, t in enumerate(cfg.tasks)]
@@ -139,7 +153,7 @@ class MixtureLoader:
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
         for t in cfg.tasks:
-            task = get_task(t.task)
+            task = configured_task(t)  # validates the options early
             missing = [m for m in task.modalities if getattr(toks, m, None) is None]
             if missing:
                 raise ValueError(f"task {t.task!r} needs the {missing} tokenizer(s); add them under tokenizers:")

@@ -92,8 +92,13 @@ def load_checkpoint(engine, path: Path, *, rank: int) -> tuple[dict, dict[str, t
     return json.loads(data_file.read_text()), load_file(str(path / f"rng_rank{rank}.safetensors"))
 
 
-def export_pretrained(engine, model_config, vocab, out_dir: str | Path, *, rank: int) -> Path | None:
-    """Consolidate the weights (ZeRO-3 included) into an `OmniDiffModel` folder (rank 0 writes)."""
+def export_pretrained(engine, model_config, vocab, out_dir: str | Path, *, rank: int, tokenizers=None,
+                      generation: dict | None = None) -> Path | None:
+    """Consolidate the weights (ZeRO-3 included) into an `OmniDiffModel` folder (rank 0 writes).
+
+    With ``tokenizers`` (a `TokenizerSet`) and ``generation`` (`omnidiff.pipelines.generation_settings`)
+    the folder is self-contained: pipelines load it with ``from_pretrained(out_dir)`` alone.
+    """
     from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
 
     state = distributed.full_state_dict(engine)  # collective under ZeRO-3: every rank calls it
@@ -105,6 +110,10 @@ def export_pretrained(engine, model_config, vocab, out_dir: str | Path, *, rank:
     model = OmniDiffModel(OmniDiffConfig.from_parts(model_config, vocab))
     model.model.load_state_dict(state)
     model.save_pretrained(tmp)
+    if tokenizers is not None:
+        tokenizers.save(tmp / "tokenizers")
+    if generation is not None:
+        (tmp / "omnidiff_generation.json").write_text(json.dumps(generation, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir

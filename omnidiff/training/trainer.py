@@ -229,7 +229,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     ckpt = save(end_step) if start_step < end_step else checkpoint.latest_checkpoint(run_dir)
     exported = None
     if cfg.train.export and end_step == cfg.train.steps:
-        exported = checkpoint.export_pretrained(engine, model_cfg, vocab, run_dir / "model", rank=rank)
+        from omnidiff.pipelines.base import generation_settings
+
+        exported = checkpoint.export_pretrained(engine, model_cfg, vocab, run_dir / "model", rank=rank, tokenizers=toks,
+                                                generation=generation_settings(cfg.objective, cfg.data.tasks))
         if rank == 0:
             toks.save(run_dir / "tokenizers")
     logger.close()

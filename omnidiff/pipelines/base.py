@@ -1,0 +1,124 @@
+"""What every task pipeline shares: a trained model, its tokenizers, and how it was trained to decode.
+
+A model folder written by ``train.py`` (``<run>/model``) holds the weights and vocabulary
+(`OmniDiffModel`), the tokenizers (``tokenizers/``) and ``omnidiff_generation.json``: the attention
+mode, block size and shift the model was trained with, and each task's answer length. Pipelines
+read these so that decoding matches training without the user repeating them; any of it can be
+overridden by passing a `SamplerConfig` or an answer length.
+
+    pipe = CaptioningPipeline.from_pretrained("runs/demo/model")
+    pipe([image])  # -> ["a red circle above a blue square"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from omnidiff.sampling import SamplerConfig, generate
+from omnidiff.tasks import get_task
+from omnidiff.tokenization.registry import TokenizerSet
+
+GENERATION_FILE = "omnidiff_generation.json"
+
+
+def generation_settings(objective, tasks) -> dict:
+    """What `export_pretrained` stores next to the weights: how the model was trained to decode."""
+    return {"attention": objective.attention if objective.attention in ("prefix", "full", "block") else "full",
+            "block_size": objective.block_size, "shift": bool(objective.shift),
+            "tasks": {t.task: {"answer_len": int(t.answer_len), **dict(t.options)} for t in tasks}}
+
+
+class DiffusionPipeline:
+    """Base class: holds ``model`` (a `Transformer`), ``tokenizers`` (a `TokenizerSet`) and ``vocab``.
+
+    Subclasses set ``task`` (a key of `omnidiff.tasks.TASKS`) and implement ``__call__``.
+    """
+
+    task: str = ""
+
+    def __init__(self, model, tokenizers: TokenizerSet, vocab, *, settings: dict | None = None,
+                 sampler: SamplerConfig | None = None):
+        self.model = model.eval()
+        self.tokenizers = tokenizers
+        self.vocab = vocab
+        self.settings = settings or {"attention": "prefix", "block_size": None, "shift": False, "tasks": {}}
+        self.task_impl = get_task(self.task)
+        missing = [m for m in self.task_impl.modalities if getattr(tokenizers, m, None) is None]
+        if missing:
+            raise ValueError(f"the {self.task!r} pipeline needs tokenizers for {missing}; the model folder has "
+                             f"{tokenizers.present()}")
+        for m in self.task_impl.modalities:
+            tok = getattr(tokenizers, m)
+            for name, size in tok.vocab_ranges().items():
+                if name not in vocab.range_names or vocab.range(name).size != size:
+                    raise ValueError(f"the {m} tokenizer's range {name!r} ({size} ids) does not match the model's "
+                                     f"vocabulary {vocab.range_names}: use the tokenizers the model was trained with")
+        self.sampler = sampler or self.default_sampler()
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, tokenizers: str | Path | None = None, *, device: str = "cpu",
+                        dtype: torch.dtype | None = None, sampler: SamplerConfig | None = None, **kwargs):
+        """Load a model folder written by ``train.py``; tokenizers default to ``model_dir/tokenizers``."""
+        from omnidiff.models.hf import OmniDiffModel
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); train.py exports one "
+                                    "to <run>/model")
+        tok_dir = Path(tokenizers) if tokenizers else model_dir / "tokenizers"
+        if not (tok_dir / "tokenizers.json").exists() and (model_dir.parent / "tokenizers" / "tokenizers.json").exists():
+            tok_dir = model_dir.parent / "tokenizers"
+        toks = TokenizerSet.load_folder(tok_dir)
+        wrapper = OmniDiffModel.from_pretrained(model_dir)
+        if wrapper.vocab is None:
+            raise ValueError(f"{model_dir} carries no vocabulary (omnidiff_vocab.json); re-export it with train.py")
+        model = wrapper.model.to(device=device, dtype=dtype) if dtype else wrapper.model.to(device)
+        settings_file = model_dir / GENERATION_FILE
+        settings = json.loads(settings_file.read_text()) if settings_file.exists() else None
+        return cls(model, toks, wrapper.vocab, settings=settings, sampler=sampler, **kwargs)
+
+    # ----------------------------------------------------------------------------- decoding
+    def default_sampler(self) -> SamplerConfig:
+        """Fast, exact decoding for the attention the model was trained with."""
+        attention = self.settings.get("attention", "prefix")
+        block = self.settings.get("block_size") if attention == "block" else None
+        cache = {"prefix": "prefix", "block": "block"}.get(attention, "none")
+        return SamplerConfig(strategy="threshold", threshold=0.9, attention=attention, cache=cache,
+                             block_len=block, shift=bool(self.settings.get("shift", False)))
+
+    def answer_len(self, requested: int | None, fallback: int) -> int:
+        if requested is not None:
+            if requested <= 0:
+                raise ValueError(f"answer_len must be positive, got {requested}")
+            return requested
+        return int(self.settings.get("tasks", {}).get(self.task, {}).get("answer_len", fallback))
+
+    def fit_block(self, answer_len: int, config: SamplerConfig) -> SamplerConfig:
+        """Drop a block length that does not divide this answer (prefix attention only needs none)."""
+        if config.block_len and answer_len % config.block_len and config.attention != "block":
+            return dataclasses.replace(config, block_len=None)
+        return config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode(self, prompts: list[torch.Tensor], answer_len: int, *, seed: int = 0, config: SamplerConfig | None = None,
+               answer_modality: str = "text", answer_layout: torch.Tensor | None = None,
+               uncond_prompts: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """Run the sampler on prompts (global ids) -> ([B, answer_len] answers, stats)."""
+        config = self.fit_block(answer_len, config or self.sampler)
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+        out = generate(self.model, [p.to(self.device) for p in prompts], answer_len=answer_len, vocab=self.vocab,
+                       config=config, generator=gens, answer_modality=answer_modality, answer_layout=answer_layout,
+                       uncond_prompts=None if uncond_prompts is None else [p.to(self.device) for p in uncond_prompts])
+        self.last_stats = out.stats
+        return out.tokens.cpu(), out.stats
+
+    def text_of(self, answer: torch.Tensor) -> str:
+        return self.tokenizers.text.decode_global(self.vocab, answer).strip()

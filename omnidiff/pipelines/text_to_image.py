@@ -1,0 +1,37 @@
+"""Text to image: ``TextToImagePipeline(captions, guidance_scale=2.0) -> PIL images``.
+
+The answer is laid out as in training (codes, ``</image>``, ``<eos>`` padding) and decoding is
+constrained to that layout, so every output decodes to a full image. Classifier-free guidance
+runs the ``<uncond>`` prompt the model learned with ``uncond_prob`` beside each caption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from omnidiff.pipelines.base import DiffusionPipeline
+from omnidiff.sampling import fixed_layout
+
+
+class TextToImagePipeline(DiffusionPipeline):
+    task = "t2i"
+
+    def __call__(self, captions, *, guidance_scale: float | None = None, answer_len: int | None = None,
+                 seed: int = 0, config=None, temperature: float | None = None) -> list:
+        captions = [captions] if isinstance(captions, str) else list(captions)
+        if not captions:
+            raise ValueError("no captions given")
+        tok, vocab = self.tokenizers.image, self.vocab
+        codes = int(tok.tokens_per_image)
+        length = self.answer_len(answer_len, codes + 1)
+        layout = fixed_layout(vocab, "image", codes, "</image>", length)
+        config = config or self.sampler
+        if guidance_scale is not None or temperature is not None:
+            config = dataclasses.replace(config, guidance_scale=guidance_scale if guidance_scale is not None
+                                         else config.guidance_scale,
+                                         temperature=temperature if temperature is not None else config.temperature)
+        prompts = [self.task_impl.prompt(self.tokenizers, vocab, c) for c in captions]
+        uncond = [self.task_impl.prompt(self.tokenizers, vocab, None) for _ in captions] \
+            if config.guidance_scale is not None else None
+        answers, _ = self.decode(prompts, length, seed=seed, config=config, answer_layout=layout, uncond_prompts=uncond)
+        return [tok.decode(tok.from_global(vocab, a[:codes]).view(tok.codes_shape)) for a in answers]

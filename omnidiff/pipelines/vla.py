@@ -1,0 +1,53 @@
+"""Robot control: ``VLAPolicy`` turns (camera image, instruction[, robot state]) into action chunks.
+
+``policy.act(image, instruction, proprio=None)`` returns the next action in robot units; the policy
+decodes a chunk of H actions at once (all H x D tokens in parallel, as Discrete Diffusion VLA does)
+and replays it for ``execute_steps`` steps (default: the whole chunk) before it asks the model
+again. ``predict_chunk`` returns the whole [H, D] chunk. ``reset()`` starts a new episode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from omnidiff.pipelines.base import DiffusionPipeline
+from omnidiff.sampling import fixed_layout
+
+
+class VLAPolicy(DiffusionPipeline):
+    task = "vla"
+
+    def __init__(self, *args, execute_steps: int | None = None, use_proprio: bool | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from omnidiff.tasks.vla import VLATask
+
+        if use_proprio is None:
+            use_proprio = bool(self.settings.get("tasks", {}).get("vla", {}).get("use_proprio", False))
+        self.task_impl = VLATask(use_proprio=use_proprio)
+        tok = self.tokenizers.action
+        self.horizon, self.action_dim = int(tok.horizon), int(tok.action_dim)
+        self.execute_steps = execute_steps or self.horizon
+        if not 1 <= self.execute_steps <= self.horizon:
+            raise ValueError(f"execute_steps must be in [1, {self.horizon}] (the chunk length), got {execute_steps}")
+        self.reset()
+
+    def reset(self) -> None:
+        self._queue: list[np.ndarray] = []
+
+    def predict_chunk(self, image, instruction: str, proprio=None, *, seed: int = 0, config=None) -> np.ndarray:
+        """One chunk of H actions [H, D] (float32, robot units)."""
+        tok, vocab = self.tokenizers.action, self.vocab
+        codes = self.horizon * self.action_dim
+        length = self.answer_len(None, codes + 1)
+        prompt = self.task_impl.prompt(self.tokenizers, vocab, image.convert("RGB"), instruction, proprio)
+        layout = fixed_layout(vocab, "action", codes, "</action>", length)
+        answers, _ = self.decode([prompt], length, seed=seed, config=config, answer_layout=layout)
+        ids = tok.from_global(vocab, answers[0, :codes]).view(self.horizon, self.action_dim)
+        return np.asarray(tok.decode(ids), dtype=np.float32)
+
+    def act(self, image, instruction: str, proprio=None, *, seed: int = 0) -> np.ndarray:
+        """The next action [D]; decodes a new chunk when the current one has been executed."""
+        if not self._queue:
+            chunk = self.predict_chunk(image, instruction, proprio, seed=seed)
+            self._queue = list(chunk[: self.execute_steps])
+        return self._queue.pop(0)

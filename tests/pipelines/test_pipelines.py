@@ -1,0 +1,130 @@
+"""Task pipelines on a randomly initialised model with real (untrained, tiny) tokenizers.
+
+What is checked is the plumbing a user relies on: a folder exported like train.py's loads with
+``from_pretrained`` alone, every pipeline returns the right kind of output, fixed-size answers are
+well-formed, the policy replays its chunk, and bad input fails with a clear message.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
+from omnidiff.models.presets import preset_config
+from omnidiff.pipelines import (
+    ASRPipeline,
+    CaptioningPipeline,
+    TextPipeline,
+    TextToImagePipeline,
+    TTSPipeline,
+    VLAPolicy,
+    VQAPipeline,
+)
+from omnidiff.sampling import SamplerConfig
+from omnidiff.tokenization.action import ActionTokenizer
+from omnidiff.tokenization.audio import AudioCodecConfig, AudioTokenizer
+from omnidiff.tokenization.image import ImageTokenizer, ImageVQConfig
+from omnidiff.tokenization.registry import TokenizerSet
+from omnidiff.tokenization.text import TextTokenizer
+from tests.fixtures import text_docs
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    toks = TokenizerSet(
+        text=TextTokenizer.train(text_docs(200), vocab_size=300, show_progress=False),
+        image=ImageTokenizer(ImageVQConfig(image_size=32, unshuffle=2, block_out_channels=(16, 32), latent_channels=16,
+                                           vq_embed_dim=8, codebook_size=16, norm_num_groups=8)),
+        audio=AudioTokenizer(AudioCodecConfig(channels=16, latent_dim=16, levels=2, codebook_size=16,
+                                              griffin_lim_iters=2, blocks=1)),
+        action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, 3)), horizon=4, bins=32),
+    )
+    vocab = toks.build_vocab()
+    model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab))
+    out = root / "model"
+    model.save_pretrained(out)
+    toks.save(out / "tokenizers")
+    settings = {"attention": "prefix", "block_size": None, "shift": False,
+                "tasks": {"caption": {"answer_len": 12}, "vqa": {"answer_len": 4}, "t2i": {"answer_len": 66},
+                          "asr": {"answer_len": 8}, "tts": {"answer_len": 16}, "text": {"answer_len": 8},
+                          "vla": {"answer_len": 20, "use_proprio": True}}}
+    (out / "omnidiff_generation.json").write_text(json.dumps(settings))
+    return out
+
+
+def picture(seed):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+
+
+def speech(seconds=0.5):
+    t = np.arange(int(16000 * seconds)) / 16000
+    return {"array": (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), "sample_rate": 16000}
+
+
+def test_text_captioning_and_vqa_return_text(model_dir):
+    assert all(isinstance(s, str) for s in TextPipeline.from_pretrained(model_dir)(["in the beginning", "and"]))
+    fast = SamplerConfig(steps=4, strategy="low_confidence", attention="prefix", cache="prefix")
+    captions = CaptioningPipeline.from_pretrained(model_dir, sampler=fast)([picture(0), picture(1)])
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    vqa = VQAPipeline.from_pretrained(model_dir)
+    assert len(vqa([picture(0)], ["what colour is it?"])) == 1
+    assert vqa.last_stats["nfe"] >= 1
+    with pytest.raises(ValueError, match="one question per image"):
+        vqa([picture(0), picture(1)], ["what?"])
+    with pytest.raises(ValueError, match="expected PIL images"):
+        vqa(["not an image"], ["what?"])
+
+
+def test_text_to_image_gives_full_images_with_and_without_guidance(model_dir):
+    fast = SamplerConfig(steps=6, strategy="low_confidence", attention="prefix", cache="prefix")
+    pipe = TextToImagePipeline.from_pretrained(model_dir, sampler=fast)
+    images = pipe(["a red circle", "two blue squares"], temperature=1.0)
+    assert [im.size for im in images] == [(32, 32), (32, 32)]
+    guided = pipe(["a red circle"], guidance_scale=2.0)
+    assert guided[0].size == (32, 32) and pipe.last_stats["nfe"] % 2 == 0  # conditional + unconditional passes
+    with pytest.raises(ValueError, match="caption is empty"):
+        pipe([" "])
+
+
+def test_speech_round_trip_types(model_dir):
+    texts = ASRPipeline.from_pretrained(model_dir)([speech(), (speech(0.3)["array"], 16000)])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    with pytest.raises(ValueError, match="audio must be"):
+        ASRPipeline.from_pretrained(model_dir)([np.zeros(100)])
+    waves = TTSPipeline.from_pretrained(model_dir)(["turn on the lights"])
+    assert waves[0]["sample_rate"] == 16000 and waves[0]["array"].dtype == np.float32
+
+
+def test_vla_policy_replays_its_chunk(model_dir, monkeypatch):
+    policy = VLAPolicy.from_pretrained(model_dir, execute_steps=3)
+    obs, state = picture(3), np.zeros(3, np.float32)
+    chunk = policy.predict_chunk(obs, "push the puck", state)
+    assert chunk.shape == (4, 4) and chunk.dtype == np.float32
+    assert (chunk >= -1.0001).all() and (chunk <= 1.0001).all()  # bin centres inside the fitted range
+    calls = []
+    real = policy.predict_chunk
+    monkeypatch.setattr(policy, "predict_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    actions = [policy.act(obs, "push the puck", state) for _ in range(7)]
+    assert len(calls) == 3 and all(a.shape == (4,) for a in actions)  # steps 0, 3 and 6 decode a chunk
+    np.testing.assert_array_equal(actions[0], chunk[0])  # same seed, same observation: the same chunk
+    with pytest.raises(ValueError, match="robot state"):
+        policy.predict_chunk(obs, "push the puck", None)
+    with pytest.raises(ValueError, match="execute_steps"):
+        VLAPolicy.from_pretrained(model_dir, execute_steps=9)
+
+
+def test_loading_refuses_a_foreign_tokenizer_and_a_non_model_folder(model_dir, tmp_path):
+    other = TokenizerSet(text=TextTokenizer.train(text_docs(200), vocab_size=280, show_progress=False))
+    other.save(tmp_path / "toks")
+    with pytest.raises(ValueError, match="does not match the model's vocabulary"):
+        TextPipeline.from_pretrained(model_dir, tmp_path / "toks")
+    with pytest.raises(ValueError, match="needs tokenizers for"):
+        CaptioningPipeline.from_pretrained(model_dir, tmp_path / "toks")
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        TextPipeline.from_pretrained(tmp_path)
