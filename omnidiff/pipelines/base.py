@@ -61,19 +61,24 @@ class DiffusionPipeline:
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, tokenizers: str | Path | None = None, *, device: str = "cpu",
+    def from_pretrained(cls, model_dir: str | Path, tokenizers: str | Path | TokenizerSet | None = None, *,
+                        device: str = "cpu",
                         dtype: torch.dtype | None = None, sampler: SamplerConfig | None = None, **kwargs):
-        """Load a model folder written by ``train.py``; tokenizers default to ``model_dir/tokenizers``."""
+        """Load a model folder written by ``train.py``; tokenizers (a folder or a loaded `TokenizerSet`)
+        default to ``model_dir/tokenizers``, then ``model_dir/../tokenizers``."""
         from omnidiff.models.hf import OmniDiffModel
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json); train.py exports one "
                                     "to <run>/model")
-        tok_dir = Path(tokenizers) if tokenizers else model_dir / "tokenizers"
-        if not (tok_dir / "tokenizers.json").exists() and (model_dir.parent / "tokenizers" / "tokenizers.json").exists():
-            tok_dir = model_dir.parent / "tokenizers"
-        toks = TokenizerSet.load_folder(tok_dir)
+        if isinstance(tokenizers, TokenizerSet):
+            toks = tokenizers
+        else:
+            tok_dir = Path(tokenizers) if tokenizers else model_dir / "tokenizers"
+            if tokenizers is None and not (tok_dir / "tokenizers.json").exists():
+                tok_dir = model_dir.parent / "tokenizers"
+            toks = TokenizerSet.load_folder(tok_dir)
         wrapper = OmniDiffModel.from_pretrained(model_dir)
         if wrapper.vocab is None:
             raise ValueError(f"{model_dir} carries no vocabulary (omnidiff_vocab.json); re-export it with train.py")

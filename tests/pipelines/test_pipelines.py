@@ -128,3 +128,27 @@ def test_loading_refuses_a_foreign_tokenizer_and_a_non_model_folder(model_dir, t
         CaptioningPipeline.from_pretrained(model_dir, tmp_path / "toks")
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         TextPipeline.from_pretrained(tmp_path)
+
+
+def test_infer_cli_writes_images_and_actions(model_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def infer(*args):
+        return subprocess.run([sys.executable, "infer.py", *args, "--model", str(model_dir), "--steps", "4",
+                               "--strategy", "low_confidence"], cwd=root, capture_output=True, text=True, timeout=300)
+
+    proc = infer("t2i", "--prompt", "a red circle", "--out", str(tmp_path / "img.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Image.open(tmp_path / "img.png").size == (32, 32) and json.loads(proc.stdout)["nfe"] >= 1
+    picture(5).save(tmp_path / "obs.png")
+    proc = infer("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "push the puck", "--proprio", "0,0,0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.asarray(json.loads(proc.stdout)["actions"]).shape == (4, 4)
+    bad = infer("caption", "--image", str(tmp_path / "missing.png"))
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    bad = infer("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "go", "--proprio", "a,b")
+    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
