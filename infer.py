@@ -125,7 +125,7 @@ def run(args) -> dict:
             except ValueError:
                 raise ValueError(f"--proprio must be comma-separated numbers, got {args.proprio!r}") from None
         pipe, cfg = _load(args, P.VLAPolicy)
-        chunk = pipe.predict_chunk(_image(args.image), args.instruction, proprio, seed=seed, config=cfg)
+        chunk = pipe.predict_action(_image(args.image), args.instruction, proprio, seed=seed, config=cfg)
         out = {"instruction": args.instruction, "actions": [[round(float(v), 5) for v in row] for row in chunk]}
     return {**out, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in pipe.last_stats.items()}}
 

@@ -7,8 +7,10 @@ from omnidiff.pipelines.text import TextPipeline
 from omnidiff.pipelines.text_to_image import TextToImagePipeline
 from omnidiff.pipelines.vla import VLAPolicy
 
+CaptionPipeline = CaptioningPipeline  # the name DESIGN.md section 1 uses
+
 PIPELINES = {"text": TextPipeline, "caption": CaptioningPipeline, "vqa": VQAPipeline, "t2i": TextToImagePipeline,
              "asr": ASRPipeline, "tts": TTSPipeline, "vla": VLAPolicy}
 
-__all__ = ["PIPELINES", "ASRPipeline", "CaptioningPipeline", "DiffusionPipeline", "TTSPipeline", "TextPipeline",
+__all__ = ["PIPELINES", "ASRPipeline", "CaptionPipeline", "CaptioningPipeline", "DiffusionPipeline", "TTSPipeline", "TextPipeline",
            "TextToImagePipeline", "VLAPolicy", "VQAPipeline", "generation_settings"]

@@ -3,7 +3,7 @@
 ``policy.act(image, instruction, proprio=None)`` returns the next action in robot units; the policy
 decodes a chunk of H actions at once (all H x D tokens in parallel, as Discrete Diffusion VLA does)
 and replays it for ``execute_steps`` steps (default: the whole chunk) before it asks the model
-again. ``predict_chunk`` returns the whole [H, D] chunk. ``reset()`` starts a new episode.
+again. ``predict_action(image, instruction, proprio)`` returns the whole [H, D] chunk. ``reset()`` starts a new episode.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class VLAPolicy(DiffusionPipeline):
     def reset(self) -> None:
         self._queue: list[np.ndarray] = []
 
-    def predict_chunk(self, image, instruction: str, proprio=None, *, seed: int = 0, config=None) -> np.ndarray:
+    def predict_action(self, image, instruction: str, proprio=None, *, seed: int = 0, config=None) -> np.ndarray:
         """One chunk of H actions [H, D] (float32, robot units)."""
         tok, vocab = self.tokenizers.action, self.vocab
         codes = self.horizon * self.action_dim
@@ -48,6 +48,6 @@ class VLAPolicy(DiffusionPipeline):
     def act(self, image, instruction: str, proprio=None, *, seed: int = 0) -> np.ndarray:
         """The next action [D]; decodes a new chunk when the current one has been executed."""
         if not self._queue:
-            chunk = self.predict_chunk(image, instruction, proprio, seed=seed)
+            chunk = self.predict_action(image, instruction, proprio, seed=seed)
             self._queue = list(chunk[: self.execute_steps])
         return self._queue.pop(0)

@@ -104,17 +104,17 @@ def test_speech_round_trip_types(model_dir):
 def test_vla_policy_replays_its_chunk(model_dir, monkeypatch):
     policy = VLAPolicy.from_pretrained(model_dir, execute_steps=3)
     obs, state = picture(3), np.zeros(3, np.float32)
-    chunk = policy.predict_chunk(obs, "push the puck", state)
+    chunk = policy.predict_action(obs, "push the puck", state)
     assert chunk.shape == (4, 4) and chunk.dtype == np.float32
     assert (chunk >= -1.0001).all() and (chunk <= 1.0001).all()  # bin centres inside the fitted range
     calls = []
-    real = policy.predict_chunk
-    monkeypatch.setattr(policy, "predict_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = policy.predict_action
+    monkeypatch.setattr(policy, "predict_action", lambda *a, **k: calls.append(1) or real(*a, **k))
     actions = [policy.act(obs, "push the puck", state) for _ in range(7)]
     assert len(calls) == 3 and all(a.shape == (4,) for a in actions)  # steps 0, 3 and 6 decode a chunk
     np.testing.assert_array_equal(actions[0], chunk[0])  # same seed, same observation: the same chunk
     with pytest.raises(ValueError, match="robot state"):
-        policy.predict_chunk(obs, "push the puck", None)
+        policy.predict_action(obs, "push the puck", None)
     with pytest.raises(ValueError, match="execute_steps"):
         VLAPolicy.from_pretrained(model_dir, execute_steps=9)
 
