@@ -1,0 +1,162 @@
+"""Evaluate a training run on every task it was trained on: ``python -m omnidiff.eval --run runs/demo``.
+
+Reads ``RUN/config.yaml`` (which tasks, which datasets) and ``RUN/model`` (weights, tokenizers,
+decoding settings), runs each task's pipeline on held-out samples (the ``val`` split), scores the
+outputs (`omnidiff.eval.tasks`) and writes to ``RUN/results/`` (or ``--out``):
+
+- ``results.json`` and ``results.md``: the metrics per task and example outputs;
+- ``t2i.png``: generated images beside the originals of the same captions;
+- ``tts/*.wav``: generated speech; ``vla_rollouts.png``: filmstrips of closed-loop episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def read_samples(path: str, split: str, num: int) -> list[dict]:
+    from omnidiff.data.shards import ShardStream, split_shards
+
+    stream = ShardStream(split_shards(path, split), shuffle=False)
+    return list(itertools.islice(iter(stream), num))
+
+
+def image_grid(rows: list[list], cell: int = 64, pad: int = 2):
+    from PIL import Image
+
+    width = max(len(r) for r in rows)
+    grid = Image.new("RGB", (width * (cell + pad) + pad, len(rows) * (cell + pad) + pad), (255, 255, 255))
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            grid.paste(im.convert("RGB").resize((cell, cell), Image.NEAREST), (pad + j * (cell + pad), pad + i * (cell + pad)))
+    return grid
+
+
+def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val") -> dict:
+    import yaml
+    from tqdm import tqdm
+
+    from omnidiff.eval import tasks as T
+    from omnidiff.pipelines import PIPELINES
+
+    config_file = run / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file} is missing: --run must be a folder written by train.py")
+    cfg = yaml.safe_load(config_file.read_text())
+    model_dir = run / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    specs, seen = [], set()
+    for t in cfg["data"]["tasks"]:
+        if (t["task"], t["path"]) not in seen:
+            seen.add((t["task"], t["path"]))
+            specs.append(t)
+    pipes: dict = {}
+    results: dict = {}
+    for spec in tqdm(specs, desc="evaluate", unit="task"):
+        task, path = spec["task"], spec["path"]
+        name = f"{task}:{Path(path).name}"
+        if task not in pipes:
+            pipes[task] = PIPELINES[task].from_pretrained(model_dir)
+        pipe = pipes[task]
+        samples = read_samples(path, split, num)
+        if not samples:
+            raise ValueError(f"{path} has no {split} samples to evaluate {task} on")
+        if task == "caption":
+            metrics, records = T.evaluate_caption(pipe, samples)
+        elif task == "vqa":
+            metrics, records = T.evaluate_vqa(pipe, samples)
+        elif task == "t2i":
+            metrics, records, images = T.evaluate_t2i(pipe, samples, guidance_scale=2.0)
+            scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
+            image_grid([[s["png"] for s in scenes[:12]], images[:12]]).save(out / "t2i.png")
+            metrics["grid"] = "t2i.png"
+        elif task == "asr":
+            metrics, records = T.evaluate_asr(pipe, samples)
+        elif task == "tts":
+            import soundfile as sf
+
+            few = samples[: max(1, min(num, 8))]  # Whisper runs twice per sample: keep it short
+            metrics, records, waves = T.evaluate_tts(pipe, few)
+            (out / "tts").mkdir(exist_ok=True)
+            for s, w in zip(few[:4], waves[:4], strict=False):
+                if len(w["array"]):
+                    sf.write(out / "tts" / f"{s['__key__']}.wav", w["array"], w["sample_rate"])
+        elif task == "vla":
+            metrics, records = T.evaluate_vla(pipe, samples)
+            if rollouts > 0:
+                from omnidiff.eval.sim import success_rates
+
+                robot_tasks = sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
+                rates, episodes = success_rates(pipe, robot_tasks, list(range(10_000, 10_000 + rollouts)))
+                metrics["sim_success"] = {k: round(v, 3) for k, v in rates.items()}
+                strips = [e.frames for e in episodes[:6] if e.frames]
+                if strips:
+                    image_grid(strips).save(out / "vla_rollouts.png")
+                    metrics["filmstrips"] = "vla_rollouts.png"
+        elif task == "text":
+            prompts = [" ".join(s["txt"].split()[:12]) for s in samples[:8]]
+            continuations = pipe(prompts)
+            records = [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations, strict=True)]
+            metrics = {"n": len(prompts)}
+        else:
+            raise ValueError(f"no evaluator for task {task!r}")
+        metrics["decode"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in pipe.last_stats.items()}
+        results[name] = {"metrics": metrics, "examples": records[:8]}
+    summary_file = run / "summary.json"
+    if summary_file.exists():
+        results["training"] = {"val": json.loads(summary_file.read_text()).get("val", {})}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Evaluation", "", "| task | metrics |", "|---|---|"]
+    for name, r in results.items():
+        if name == "training":
+            continue
+        shown = {k: v for k, v in r["metrics"].items() if k not in ("decode",)}
+        lines.append(f"| {name} | " + ", ".join(f"{k} {v}" for k, v in shown.items()) + " |")
+    if "training" in results:
+        val = results["training"]["val"]
+        lines += ["", "Validation ELBO (nats/token) at the end of training: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, float))]
+    for name, r in results.items():
+        if name == "training" or not r["examples"]:
+            continue
+        lines += ["", f"## {name}", ""]
+        for ex in r["examples"][:4]:
+            lines.append("- " + "; ".join(f"{k}: {v}" for k, v in ex.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run folder written by train.py")
+    parser.add_argument("--out", default=None, help="results folder (default: RUN/results)")
+    parser.add_argument("--num", type=int, default=32, help="held-out samples per task")
+    parser.add_argument("--rollouts", type=int, default=2, help="MetaWorld episodes per robot task (0: none)")
+    parser.add_argument("--split", default="val")
+    args = parser.parse_args(argv)
+    if args.num <= 0:
+        print(f"error: --num must be positive, got {args.num}", file=sys.stderr)
+        return 2
+    run = Path(args.run)
+    try:
+        results = evaluate_run(run, Path(args.out) if args.out else run / "results", args.num, args.rollouts, args.split)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

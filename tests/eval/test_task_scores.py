@@ -1,0 +1,41 @@
+"""Task scores on known answers: right answers score 1, wrong ones 0, partial ones in between."""
+
+import numpy as np
+import pytest
+
+from omnidiff.eval import tasks as T
+
+SCENE = {"size": 64, "background": "black", "objects": [
+    {"shape": "circle", "colour": "red", "size": "small", "x": 20, "y": 20, "radius": 8},
+    {"shape": "square", "colour": "blue", "size": "large", "x": 44, "y": 44, "radius": 12}]}
+SAMPLE = {"__key__": "k1", "png": None, "txt": "a red circle and a blue square",
+          "json": {"scene": SCENE, "captions": ["a red circle and a blue square", "a circle and a square"],
+                   "qa": [["how many objects are there?", "two"]]}}
+
+
+def test_caption_scores():
+    right = T.caption_scores("A red circle and a blue square.", SAMPLE)
+    assert right == {"exact": 1.0, "pair_precision": 1.0, "shape_recall": 1.0}
+    wrong = T.caption_scores("a green circle", SAMPLE)
+    assert wrong["exact"] == 0.0 and wrong["pair_precision"] == 0.0 and wrong["shape_recall"] == 0.5
+    sized = T.caption_scores("a small red circle and a large blue triangle", SAMPLE)
+    assert sized["pair_precision"] == 0.5
+    digit = T.caption_scores("a handwritten seven", {"txt": "a handwritten seven", "json": {"label": 7}})
+    assert digit["digit_correct"] == 1.0 and digit["exact"] == 1.0
+
+
+def test_evaluators_with_fixed_answers():
+    metrics, records = T.evaluate_caption(lambda images: ["a red circle and a blue square"] * len(images), [SAMPLE] * 3)
+    assert metrics["exact"] == 1.0 and metrics["n"] == 3 and records[0]["caption"].startswith("a red")
+    metrics, _ = T.evaluate_vqa(lambda images, questions: ["Two"] * len(images), [SAMPLE, SAMPLE])
+    assert metrics["accuracy"] == 1.0
+    metrics, _ = T.evaluate_vqa(lambda images, questions: ["three"] * len(images), [SAMPLE])
+    assert metrics["accuracy"] == 0.0
+    with pytest.raises(ValueError, match="no samples with question"):
+        T.evaluate_vqa(lambda i, q: [], [{"__key__": "x", "json": {}}])
+
+
+def test_asr_word_error_rate():
+    speech = [{"__key__": "a", "wav": {"array": np.zeros(10), "sample_rate": 16000}, "txt": "turn on the lights"}]
+    metrics, records = T.evaluate_asr(lambda waves: ["turn off the lights"], speech)
+    assert metrics["wer"] == pytest.approx(0.25) and records[0]["wer"] == pytest.approx(0.25)
