@@ -55,7 +55,7 @@ class CodecTrainConfig:
     kmeans_frames: int = 20000
     kmeans_iters: int = 10
     log_every: int = 50
-    max_minutes: float = 7.0  # stop the quantised phase early when the budget is spent
+    max_minutes: float = 7.0  # training time budget: LR decays by time too, then training stops
     seed: int = 0
     threads: int = 2
 
@@ -200,7 +200,7 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
         shutil.rmtree(tmp)
     tmp.mkdir()
     metrics = (tmp / "metrics.jsonl").open("w")
-    deadline = time.time() + cfg.max_minutes * 60
+    train_start = time.time()
     step, window = 0, []
     bar = tqdm(total=total_steps, desc="train codec", unit="step")
     while step < total_steps:
@@ -211,7 +211,10 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
                                                                // cfg.crop_frames), cfg.crop_frames, rng)
                 z = codec.encode_latent(sample)
                 codec.rvq.kmeans_init(z.transpose(1, 2).reshape(-1, z.shape[1]), iters=cfg.kmeans_iters, seed=cfg.seed)
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps)) if step > cfg.warmup_steps else cfg.lr
+        # Progress is the larger of the step and the time fractions, so a run cut short by
+        # max_minutes still ends on a decayed learning rate.
+        progress = min(1.0, max(step / total_steps, (time.time() - train_start) / (cfg.max_minutes * 60)))
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress)) if quantise else cfg.lr
         for group in optim.param_groups:
             group["lr"] = lr
         batch = random_crops(train_mels, weights, cfg.batch_size, cfg.crop_frames, rng)
@@ -236,7 +239,7 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
             metrics.flush()
             bar.set_postfix(loss=row["loss"], val=row["val_mel_l1"])
             window = []
-        if quantise and time.time() > deadline:
+        if quantise and progress >= 1.0 and step < total_steps:
             print(f"time budget of {cfg.max_minutes} min spent at step {step}; stopping", file=sys.stderr)
             break
     bar.close()
