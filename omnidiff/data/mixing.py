@@ -62,6 +62,8 @@ class MixtureConfig:
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes (0: read and format in the training process)
     shuffle_buffer: int = 0  # min samples shuffled together (0: one shard at a time)
+    group_by_task: bool = False  # True: every batch holds one task (drawn by weight), so short-sequence
+    # tasks are never padded to the length of long ones (speech, images) in the same batch
 
 
 class _BatchMaker:
@@ -105,7 +107,10 @@ class _BatchMaker:
 
     def make(self, batch_index: int) -> dict:
         rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])
-        picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
+        if self.cfg.group_by_task:
+            picks = [int(rng.choice(len(self.tasks), p=self.probs))] * self.cfg.batch_size
+        else:
+            picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
         examples = [self.example(i) for i in picks]
         return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks])
 

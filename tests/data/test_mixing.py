@@ -50,6 +50,14 @@ def test_batches_follow_the_contract_with_per_task_answer_lengths(datasets):
     assert counts["caption"] > 1.8 * counts["asr"] and counts["asr"] > 0 and counts["vla"] > 0
 
 
+def test_group_by_task_gives_single_task_batches_in_proportion(datasets):
+    loader = build_mixture_loader(mixture(datasets, group_by_task=True), TOKS, VOCAB)
+    tasks = [set(b["tasks"]) for b in itertools.islice(loader, 40)]
+    assert all(len(t) == 1 for t in tasks)
+    names = [next(iter(t)) for t in tasks]
+    assert names.count("caption") > names.count("asr") and names.count("asr") > 0 and names.count("vla") > 0
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_stop_and_resume_gives_the_same_batches(datasets, num_workers):
     cfg = mixture(datasets, num_workers=num_workers, shuffle_buffer=12)
