@@ -11,7 +11,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo lint clean
+.PHONY: setup data-deps test test-slow bench demo demo-text lint clean
 
 setup: $(STAMP)
 
@@ -42,17 +42,56 @@ bench: setup
 	$(PY) benchmarks/decode_speed.py --json docs/benchmarks/decode.json
 	$(PY) benchmarks/train_speed.py --json docs/benchmarks/train_speed.json
 
-# The demo covers what is built: the text task end to end (data -> BPE -> ~10 min of training ->
-# generation -> decoding benchmark on the trained model). Image, speech and robot tasks follow.
-demo: setup data-deps
-	$(PY) data/build_text.py --out runs/data/text --num 40000 --seed 0
-	$(PY) tokenizers/train_text_bpe.py --data runs/data/text --out runs/text_recipe/tokenizer
+# The demo: build small offline datasets, train the four tokenizers, train one tiny MoE model on
+# every task (configs/demo.yaml), then evaluate every task (runs/demo/results/). Each step writes a
+# file Make knows, so an interrupted `make demo` continues where it stopped.
+D := runs/data
+T := runs/tokenizers
+
+demo: setup data-deps runs/demo/results/results.json
+	@cat runs/demo/results/results.md
+	@echo "demo results: runs/demo/results/ (results.md, t2i.png, tts/*.wav, vla_rollouts.png), metrics: runs/demo/metrics.jsonl"
+
+$(D)/text/manifest.json:
+	$(PY) data/build_text.py --out $(D)/text --num 40000 --seed 0
+$(D)/shapes/manifest.json:
+	$(PY) data/build_shapes.py --out $(D)/shapes --num 8000 --seed 0
+$(D)/digits/manifest.json:
+	$(PY) data/build_digits.py --out $(D)/digits --num 4000 --seed 0
+$(D)/speech/manifest.json:
+	$(PY) data/build_speech.py --out $(D)/speech --num 1200 --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5
+$(D)/robot/manifest.json:
+	$(PY) data/build_robot.py --out $(D)/robot --num 50 --seed 0
+
+$(T)/text/tokenizer.json: $(D)/text/manifest.json
+	$(PY) tokenizers/train_text_bpe.py --data $(D)/text --out $(T)/text
+$(T)/image/model.safetensors:
+	$(PY) tokenizers/train_image_vq.py --config configs/tokenizers/image_shapes.yaml --out $(T)/image
+$(T)/audio/audio_codec.safetensors:
+	$(PY) tokenizers/train_audio_codec.py --config configs/tokenizers/audio.yaml --out $(T)/audio
+$(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json
+	$(PY) tokenizers/fit_action_bins.py --data $(D)/robot --out $(T)/action
+
+DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
+	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
+	$(T)/action/omnidiff_tokenizer.json
+
+runs/demo/model/config.json: $(DEMO_INPUTS)
+	$(PY) train.py --config configs/demo.yaml $(if $(wildcard runs/demo/checkpoints/latest),--resume,)
+
+runs/demo/results/results.json: runs/demo/model/config.json
+	$(PY) -m omnidiff.eval --run runs/demo --num 32 --rollouts 2
+
+# The text recipe of the diffusion-core issue: ~10 min of text-only training, generation, and the
+# decoding benchmark on the trained model.
+demo-text: setup data-deps
+	$(PY) data/build_text.py --out $(D)/text --num 40000 --seed 0
+	$(PY) tokenizers/train_text_bpe.py --data $(D)/text --out runs/text_recipe/tokenizer
 	$(PY) train.py --config configs/text.yaml
 	$(PY) infer.py text --model runs/text_recipe/model --tokenizer runs/text_recipe/tokenizer \
 		--prompt "And God said" --answer-len 64 --strategy threshold --block-len 32 | tee runs/text_recipe/infer.json
 	$(PY) benchmarks/decode_speed.py --quick --checkpoint runs/text_recipe/model \
-		--tokenizer runs/text_recipe/tokenizer --data runs/data/text --json runs/text_recipe/decode.json
-	@echo "demo results: runs/text_recipe/{summary.json,samples.jsonl,infer.json,decode.json}, docs/benchmarks/decode_trained.md"
+		--tokenizer runs/text_recipe/tokenizer --data $(D)/text --json runs/text_recipe/decode.json
 
 lint: setup
 	$(VENV)/bin/ruff check omnidiff tests benchmarks train.py infer.py
