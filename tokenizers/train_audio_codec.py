@@ -11,6 +11,7 @@ or read from built shards with ``--data DIR`` (train split). Steps:
 
 Writes ``metrics.jsonl`` (loss, mel L1, codebook usage per level on the validation utterances),
 ``report.json`` and the tokenizer to ``--out`` atomically (a temporary folder renamed at the end).
+``--init DIR`` continues training a saved codec (same settings; no warm-up or k-means).
 Settings: dataclass defaults < YAML (``codec:`` and ``train:`` sections) < ``key.sub=value`` overrides.
 """
 
@@ -23,7 +24,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -165,12 +166,21 @@ def random_crops(mels: list[torch.Tensor], weights: np.ndarray, batch: int, fram
     return torch.stack(out)
 
 
-def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: Path | None) -> dict:
+def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: Path | None,
+          init: Path | None = None) -> dict:
+    """Train (or, from ``init``, continue training) a codec; returns the report written next to it."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     started = time.time()
-    tok = AudioTokenizer(codec_cfg)
+    if init is not None:
+        tok = AudioTokenizer.load(init)
+        if tok.config != codec_cfg:
+            raise ValueError(f"--init {init} was trained with different codec settings: {asdict(tok.config)}; "
+                             "drop --init or use its settings")
+        cfg = replace(cfg, warmup_steps=0)  # already warm: no autoencoder phase, no k-means re-init
+    else:
+        tok = AudioTokenizer(codec_cfg)
     if data is not None:
         train_raw = shard_waves(data, "train", cfg.utterances)
         val_raw = shard_waves(data, "val", cfg.val_utterances)
@@ -181,9 +191,10 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
     log_mels = [tok.log_mel(tok._wave_tensor((torch.from_numpy(np.asarray(w, np.float32)), int(sr))))
                 for w, sr in tqdm(train_raw + val_raw, desc="log-mel", unit="utt")]
     train_mels, val_mels = log_mels[: len(train_raw)], log_mels[len(train_raw):]
-    every = torch.cat(train_mels, 1)
-    tok.codec.mel_mean.copy_(every.mean(1))
-    tok.codec.mel_std.copy_(every.std(1).clamp_min(1e-3))
+    if init is None:  # a continued codec keeps the statistics its weights were trained with
+        every = torch.cat(train_mels, 1)
+        tok.codec.mel_mean.copy_(every.mean(1))
+        tok.codec.mel_std.copy_(every.std(1).clamp_min(1e-3))
     train_mels = [tok.codec.normalise(m) for m in train_mels]
     val_mels = [tok.codec.normalise(m) for m in val_mels]
     lengths = np.array([m.shape[1] for m in train_mels], dtype=np.float64)
@@ -205,7 +216,7 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
     bar = tqdm(total=total_steps, desc="train codec", unit="step")
     while step < total_steps:
         quantise = step >= cfg.warmup_steps
-        if step == cfg.warmup_steps:
+        if step == cfg.warmup_steps and init is None:
             with torch.no_grad():
                 sample = random_crops(train_mels, weights, max(1, cfg.kmeans_frames * codec_cfg.downsample
                                                                // cfg.crop_frames), cfg.crop_frames, rng)
@@ -250,7 +261,8 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
               "val_mel_l1": round(validation_l1(tok, val_mels), 5),
               "val_mel_l1_unquantised": round(validation_l1(tok, val_mels, quantise=False), 5),
               "usage": usage_per_level(tok, val_mels), "tokens_per_second": tok.tokens_per_second,
-              "codec": asdict(codec_cfg), "train": asdict(cfg), "data": str(data) if data else "synthesised"}
+              "codec": asdict(codec_cfg), "train": asdict(cfg), "data": str(data) if data else "synthesised",
+              "init": str(init) if init else None}
     tok.save(tmp)
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     (tmp / "config.yaml").write_text(yaml.safe_dump({"codec": asdict(codec_cfg), "train": asdict(cfg)}, sort_keys=False))
@@ -271,6 +283,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "tokenizers" / "audio.yaml")
     parser.add_argument("--out", type=Path, default=Path("runs/tokenizers/audio"))
     parser.add_argument("--data", type=Path, default=None, help="built speech shards (data/build_speech.py)")
+    parser.add_argument("--init", type=Path, default=None, help="continue training this saved codec")
     parser.add_argument("overrides", nargs="*", help="dotted settings, e.g. train.steps=200 codec.levels=6")
     args = parser.parse_args()
     try:
@@ -278,7 +291,7 @@ def main() -> None:
         if args.data is not None and not (args.data / "manifest.json").exists():
             raise FileNotFoundError(f"{args.data} has no manifest.json; build it with "
                                     f"`python data/build_speech.py --out {args.data}`")
-        report = train(codec_cfg, cfg, args.out, args.data)
+        report = train(codec_cfg, cfg, args.out, args.data, args.init)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
