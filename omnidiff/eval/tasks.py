@@ -95,7 +95,7 @@ def evaluate_t2i(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict],
     records, objects, whole = [], [], []
     for s, cap, im in zip(scenes, captions, images, strict=True):
         per_object = score_scene(im, s["json"]["scene"])
-        ok = [bool(o["colour_ok"] and o["shape_ok"]) for o in per_object]
+        ok = [bool(o.kept) for o in per_object]
         objects += ok
         whole.append(all(ok))
         records.append({"key": s["__key__"], "caption": cap, "objects_correct": sum(ok), "objects": len(ok)})
