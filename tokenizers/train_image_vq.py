@@ -61,6 +61,7 @@ class LossConfig:
     lowpass: float = 1.0
     lowpass_size: int = 4
     quant: float = 1.0
+    foreground: float = 0.0  # extra weight of non-background pixels in L1/L2
 
 
 @dataclass
@@ -224,7 +225,7 @@ def train(cfg: TrainVQConfig, out: Path, data_dirs: list[Path] | None = None, pr
                 group["lr"] = lr_at(step, cfg.train)
             loss, output, stats = vq_loss(tok, pixels, l1_weight=cfg.loss.l1, l2_weight=cfg.loss.l2,
                                           lowpass_weight=cfg.loss.lowpass, lowpass=cfg.loss.lowpass_size,
-                                          quant_weight=cfg.loss.quant)
+                                          quant_weight=cfg.loss.quant, foreground_weight=cfg.loss.foreground)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)

@@ -340,19 +340,34 @@ class ImageTokenizer:
 
 
 # ---------------------------------------------------------------------------------------------- training helpers
+def foreground_weights(pixels_B3HW: torch.Tensor, weight: float, threshold: float = 0.15) -> torch.Tensor:
+    """Per-pixel loss weights ``[B, 1, H, W]``: 1 on the background, ``1 + weight`` elsewhere.
+
+    The background is each image's per-channel median colour; a pixel is foreground when its
+    colour differs from it by more than ``threshold`` (summed over channels). Shape scenes are
+    mostly background, so without this small objects (and their colours) are learned last.
+    """
+    background = pixels_B3HW.flatten(2).median(dim=2).values[:, :, None, None]
+    foreground = (pixels_B3HW - background).abs().sum(1, keepdim=True) > threshold
+    return 1.0 + weight * foreground.float()
+
+
 def vq_loss(tok: ImageTokenizer, pixels_B3HW: torch.Tensor, *, l1_weight: float = 1.0, l2_weight: float = 1.0,
-            lowpass_weight: float = 1.0, lowpass: int = 4, quant_weight: float = 1.0) -> tuple[torch.Tensor, VQOutput, dict]:
+            lowpass_weight: float = 1.0, lowpass: int = 4, quant_weight: float = 1.0,
+            foreground_weight: float = 0.0) -> tuple[torch.Tensor, VQOutput, dict]:
     """Training loss of one batch: reconstruction (L1 + L2) + low-pass colour term + quantizer loss.
 
     The low-pass term compares ``lowpass x lowpass`` average-pooled images: an autoencoder learns
-    outlines before colours, and this term pushes flat colour regions early.
+    outlines before colours, and this term pushes flat colour regions early. With
+    ``foreground_weight > 0`` the pixel terms weigh non-background pixels more (`foreground_weights`).
 
     Returns:
         ``(total, output, stats)`` where ``stats`` holds floats for logging.
     """
     out = tok.forward(pixels_B3HW)
     diff = out.reconstruction - pixels_B3HW
-    l1, l2 = diff.abs().mean(), diff.pow(2).mean()
+    weights = foreground_weights(pixels_B3HW, foreground_weight) if foreground_weight > 0 else 1.0
+    l1, l2 = (weights * diff.abs()).mean(), (weights * diff.pow(2)).mean()
     low = F.avg_pool2d(diff, lowpass).abs().mean() if lowpass > 1 else diff.new_zeros(())
     total = l1_weight * l1 + l2_weight * l2 + lowpass_weight * low + quant_weight * out.quant_loss
     with torch.no_grad():
