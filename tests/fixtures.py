@@ -35,3 +35,42 @@ def build_text_tokenizer(root: Path) -> Path:
     out = root / "bpe"
     TextTokenizer.train(text_docs(200), vocab_size=300, show_progress=False).save(out)
     return out
+
+
+def build_multimodal_model(root: Path) -> Path:
+    """An untrained `debug` model with real, tiny, untrained tokenizers of all four modalities, exported
+    like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
+    from omnidiff.models.presets import preset_config
+    from omnidiff.tokenization.action import ActionTokenizer
+    from omnidiff.tokenization.audio import AudioCodecConfig, AudioTokenizer
+    from omnidiff.tokenization.image import ImageTokenizer, ImageVQConfig
+    from omnidiff.tokenization.registry import TokenizerSet
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    toks = TokenizerSet(
+        text=TextTokenizer.train(text_docs(200), vocab_size=300, show_progress=False),
+        image=ImageTokenizer(ImageVQConfig(image_size=32, unshuffle=2, block_out_channels=(16, 32), latent_channels=16,
+                                           vq_embed_dim=8, codebook_size=16, norm_num_groups=8)),
+        audio=AudioTokenizer(AudioCodecConfig(channels=16, latent_dim=16, levels=2, codebook_size=16,
+                                              griffin_lim_iters=2, blocks=1)),
+        action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, 3)), horizon=4, bins=32),
+    )
+    vocab = toks.build_vocab()
+    model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab))
+    out = root / "model"
+    model.save_pretrained(out)
+    toks.save(out / "tokenizers")
+    settings = {"attention": "prefix", "block_size": None, "shift": False,
+                "tasks": {"caption": {"answer_len": 12}, "vqa": {"answer_len": 4}, "t2i": {"answer_len": 66},
+                          "asr": {"answer_len": 8}, "tts": {"answer_len": 16}, "text": {"answer_len": 8},
+                          "vla": {"answer_len": 20, "use_proprio": True}}}
+    (out / "omnidiff_generation.json").write_text(json.dumps(settings))
+    return out
+

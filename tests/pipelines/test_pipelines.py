@@ -9,11 +9,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
-from omnidiff.models.presets import preset_config
 from omnidiff.pipelines import (
     ASRPipeline,
     CaptioningPipeline,
@@ -24,38 +21,14 @@ from omnidiff.pipelines import (
     VQAPipeline,
 )
 from omnidiff.sampling import SamplerConfig
-from omnidiff.tokenization.action import ActionTokenizer
-from omnidiff.tokenization.audio import AudioCodecConfig, AudioTokenizer
-from omnidiff.tokenization.image import ImageTokenizer, ImageVQConfig
 from omnidiff.tokenization.registry import TokenizerSet
 from omnidiff.tokenization.text import TextTokenizer
-from tests.fixtures import text_docs
+from tests.fixtures import build_multimodal_model, text_docs
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    toks = TokenizerSet(
-        text=TextTokenizer.train(text_docs(200), vocab_size=300, show_progress=False),
-        image=ImageTokenizer(ImageVQConfig(image_size=32, unshuffle=2, block_out_channels=(16, 32), latent_channels=16,
-                                           vq_embed_dim=8, codebook_size=16, norm_num_groups=8)),
-        audio=AudioTokenizer(AudioCodecConfig(channels=16, latent_dim=16, levels=2, codebook_size=16,
-                                              griffin_lim_iters=2, blocks=1)),
-        action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, 3)), horizon=4, bins=32),
-    )
-    vocab = toks.build_vocab()
-    model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab))
-    out = root / "model"
-    model.save_pretrained(out)
-    toks.save(out / "tokenizers")
-    settings = {"attention": "prefix", "block_size": None, "shift": False,
-                "tasks": {"caption": {"answer_len": 12}, "vqa": {"answer_len": 4}, "t2i": {"answer_len": 66},
-                          "asr": {"answer_len": 8}, "tts": {"answer_len": 16}, "text": {"answer_len": 8},
-                          "vla": {"answer_len": 20, "use_proprio": True}}}
-    (out / "omnidiff_generation.json").write_text(json.dumps(settings))
-    return out
+    return build_multimodal_model(tmp_path_factory.mktemp("pipe"))
 
 
 def picture(seed):
@@ -130,25 +103,26 @@ def test_loading_refuses_a_foreign_tokenizer_and_a_non_model_folder(model_dir, t
         TextPipeline.from_pretrained(tmp_path)
 
 
-def test_infer_cli_writes_images_and_actions(model_dir, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_infer_cli_writes_images_and_actions(model_dir, tmp_path, capsys):
+    import infer
 
-    root = Path(__file__).resolve().parents[2]
+    def run(*args):
+        code = infer.main([*args, "--model", str(model_dir), "--steps", "4", "--strategy", "low_confidence"])
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    def infer(*args):
-        return subprocess.run([sys.executable, "infer.py", *args, "--model", str(model_dir), "--steps", "4",
-                               "--strategy", "low_confidence"], cwd=root, capture_output=True, text=True, timeout=300)
-
-    proc = infer("t2i", "--prompt", "a red circle", "--out", str(tmp_path / "img.png"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert Image.open(tmp_path / "img.png").size == (32, 32) and json.loads(proc.stdout)["nfe"] >= 1
+    code, out, err = run("t2i", "--prompt", "a red circle", "--out", str(tmp_path / "img.png"))
+    assert code == 0, err
+    assert Image.open(tmp_path / "img.png").size == (32, 32) and json.loads(out)["nfe"] >= 1
     picture(5).save(tmp_path / "obs.png")
-    proc = infer("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "push the puck", "--proprio", "0,0,0")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert np.asarray(json.loads(proc.stdout)["actions"]).shape == (4, 4)
-    bad = infer("caption", "--image", str(tmp_path / "missing.png"))
-    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
-    bad = infer("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "go", "--proprio", "a,b")
-    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+    code, out, err = run("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "push the puck",
+                         "--proprio", "0,0,0")
+    assert code == 0, err
+    assert np.asarray(json.loads(out)["actions"]).shape == (4, 4)
+    code, _, err = run("caption", "--image", str(tmp_path / "missing.png"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run("vla", "--image", str(tmp_path / "obs.png"), "--instruction", "go", "--proprio", "a,b")
+    assert code == 2 and "comma-separated numbers" in err
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    code, _, err = run("asr", "--audio", str(tmp_path / "bad.wav"))
+    assert code == 2 and "is not audio" in err
