@@ -112,13 +112,13 @@ def test_a_few_training_steps_reduce_the_loss():
     codec.rvq.kmeans_init(codec.encode_latent(mels).detach().transpose(1, 2).reshape(-1, 8), iters=3)
     optim = torch.optim.Adam(codec.parameters(), lr=3e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(15):
         loss, stats = codec_loss(codec, mels, update=True)
         optim.zero_grad()
         loss.backward()
         optim.step()
         losses.append(stats["mel_l1"])
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
 
 
 def test_kmeans_init_needs_enough_vectors(tok):
@@ -151,3 +151,71 @@ def test_wer_bad_input():
         word_error_rate("...", "hello")
     with pytest.raises(ValueError, match="as many hypotheses"):
         word_error_rate(["a", "b"], ["a"])
+
+
+# ------------------------------------------------------------------ the trainer script and the transcriber
+def _trainer():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tokenizers" / "train_audio_codec.py"
+    spec = importlib.util.spec_from_file_location("train_audio_codec", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trainer_settings_are_checked(tmp_path):
+    trainer = _trainer()
+    codec_cfg, cfg = trainer.load_settings(None, ["codec.levels=4", "train.steps=7"])
+    assert codec_cfg.levels == 4 and cfg.steps == 7
+    with pytest.raises(ValueError, match="unknown keys"):
+        trainer.load_settings(None, ["train.stpes=7"])
+    with pytest.raises(ValueError, match="needs a section"):
+        trainer.load_settings(None, ["steps=7"])
+    with pytest.raises(FileNotFoundError):
+        trainer.load_settings(tmp_path / "missing.yaml", [])
+
+
+@pytest.mark.slow
+def test_trainer_end_to_end_on_built_shards(tmp_path):
+    """Build 12 real utterances, train a tiny codec a few steps, check the atomic output and its metrics."""
+    import json
+    import shutil
+
+    from tests.data.test_builders import run_builder
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("speech synthesisers missing; run `make data-deps`")
+    assert run_builder("speech", "--out", str(tmp_path / "speech"), "--num", "14", "--mix", "digits:1,command:1") == 0
+    trainer = _trainer()
+    codec_cfg, cfg = trainer.load_settings(None, [f"codec.{k}={v}" for k, v in TINY.items()] + [
+        "train.utterances=12", "train.val_utterances=1", "train.warmup_steps=3", "train.steps=6", "train.batch_size=4",
+        "train.crop_frames=32", "train.kmeans_frames=64", "train.log_every=3"])
+    out = tmp_path / "codec"
+    report = trainer.train(codec_cfg, cfg, out, tmp_path / "speech")
+    assert report["steps"] == 9 and not (tmp_path / ".codec.tmp").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["autoencoder", "rvq", "rvq"] and len(rows[-1]["usage"]) == 3
+    tok = AudioTokenizer.load(out)
+    assert tok.encode((chirp(0.3), 16000)).shape == (10, 3)
+    again = trainer.train(codec_cfg, cfg, out, tmp_path / "speech", init=out)  # continue, replacing atomically
+    assert again["init"] == str(out) and again["steps"] == 6
+
+
+@pytest.mark.slow
+def test_transcriber_hears_synthetic_speech():
+    import shutil
+
+    from omnidiff.data.sources import speech
+    from omnidiff.eval.speech import Transcriber
+
+    if not shutil.which("flite"):
+        pytest.skip("flite missing; run `make data-deps`")
+    wave = speech.synthesize("turn on the kitchen lights", "flite-slt")
+    text = Transcriber().transcribe(wave)
+    assert word_error_rate("turn on the kitchen lights", text) <= 0.2
+    with pytest.raises(ValueError, match="mono"):
+        Transcriber().transcribe(np.zeros((2, 100), np.float32))
