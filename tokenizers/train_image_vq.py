@@ -62,6 +62,7 @@ class LossConfig:
     lowpass_size: int = 4
     quant: float = 1.0
     foreground: float = 0.0  # extra weight of non-background pixels in L1/L2
+    edge: float = 0.0  # L1 between image gradients (keeps corners of small shapes sharp)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainLoopConfig:
     log_every: int = 25
     max_minutes: float = 0.0  # > 0: stop early (and save) after this many minutes
     seed: int = 0
+    init: str = ""  # a saved tokenizer folder to continue from (same model config), e.g. a time-boxed earlier run
     threads: int = 1  # torch threads; one is faster for these small convolutions when the cores are shared
 
 
@@ -207,6 +209,11 @@ def train(cfg: TrainVQConfig, out: Path, data_dirs: list[Path] | None = None, pr
     (partial / "train_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     tok = ImageTokenizer(cfg.model)
+    if cfg.train.init:
+        tok = ImageTokenizer.load(cfg.train.init)
+        if tok.config != cfg.model:
+            raise ValueError(f"train.init={cfg.train.init} has model config {tok.config}, but this run asks for "
+                             f"{cfg.model}; use the same model settings or drop train.init")
     model = tok.model
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.99))
@@ -225,7 +232,8 @@ def train(cfg: TrainVQConfig, out: Path, data_dirs: list[Path] | None = None, pr
                 group["lr"] = lr_at(step, cfg.train)
             loss, output, stats = vq_loss(tok, pixels, l1_weight=cfg.loss.l1, l2_weight=cfg.loss.l2,
                                           lowpass_weight=cfg.loss.lowpass, lowpass=cfg.loss.lowpass_size,
-                                          quant_weight=cfg.loss.quant, foreground_weight=cfg.loss.foreground)
+                                          quant_weight=cfg.loss.quant, foreground_weight=cfg.loss.foreground,
+                                          edge_weight=cfg.loss.edge)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)

@@ -121,3 +121,26 @@ def test_mnist_splits_and_digit_image():
         mnist.load_mnist("valid")
     with pytest.raises(ValueError, match="uint8"):
         mnist.digit_image(train_x[0].astype(np.float32), 64)
+
+
+def test_scene_scorer_reads_originals_and_rejects_wrong_images():
+    from PIL import Image
+
+    from omnidiff.eval.image import psnr, score_scene
+
+    readings = []
+    for i in range(60):
+        scene = scene_of(100 + i)
+        readings += score_scene(shapes.render_scene(scene, CFG), scene)
+    assert len(readings) > 60 and all(r.kept for r in readings)
+    scene = scene_of(5)
+    blank = Image.new("RGB", (64, 64), shapes.BACKGROUNDS[scene["background"]])
+    assert not any(r.kept for r in score_scene(blank, scene))  # vanished objects read as background
+    recoloured = {**scene, "objects": [{**o, "colour": "red" if o["colour"] != "red" else "blue"} for o in scene["objects"]]}
+    wrong = score_scene(shapes.render_scene(recoloured, CFG), scene)
+    assert all(r.shape_ok and not r.colour_ok for r in wrong)
+    reshaped = {**scene, "objects": [{**o, "shape": "circle" if o["shape"] != "circle" else "square"}
+                                     for o in scene["objects"]]}
+    assert all(not r.shape_ok for r in score_scene(shapes.render_scene(reshaped, CFG), scene))
+    image = shapes.render_scene(scene, CFG)
+    assert psnr(image, image) == float("inf") and psnr(image, blank) < 30
