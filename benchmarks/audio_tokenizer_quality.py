@@ -167,7 +167,7 @@ def train_command(r: dict) -> str:
     if t.get("init"):
         parts.append(f"--init {t['init']}")
     train = t.get("train", {})
-    parts.append(f"train.steps={train.get('steps')} train.max_minutes={train.get('max_minutes')}")
+    parts.append(f"train.steps={train.get('steps')} train.lr={train.get('lr')} train.max_minutes={train.get('max_minutes')}")
     return " ".join(parts)
 
 

@@ -70,8 +70,11 @@ def _section(cls, data: dict | None, where: str):
     defaults = cls()
     for key, value in data.items():
         wanted = type(getattr(defaults, key))
-        if wanted is float and isinstance(value, int):
-            data[key] = float(value)
+        if wanted is float and isinstance(value, int | str) and not isinstance(value, bool):
+            try:  # YAML reads "2e-3" (no dot) as a string
+                data[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{where}.{key} must be a number, got {value!r}") from None
         elif not isinstance(value, wanted):
             raise ValueError(f"{where}.{key} must be {wanted.__name__}, got {value!r}")
     return cls(**data)
