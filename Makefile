@@ -76,7 +76,7 @@ DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/man
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
 	$(T)/action/omnidiff_tokenizer.json
 
-runs/demo/model/config.json: $(DEMO_INPUTS)
+runs/demo/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/demo.yaml $(if $(wildcard runs/demo/checkpoints/latest),--resume,)
 
 runs/demo/results/results.json: runs/demo/model/config.json

@@ -66,24 +66,25 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
             pipes[task] = PIPELINES[task].from_pretrained(model_dir)
         pipe = pipes[task]
         samples = read_samples(path, split, num)
+        n_ans = int(spec["answer_len"])  # decode with the answer length this dataset was trained with
         if not samples:
             raise ValueError(f"{path} has no {split} samples to evaluate {task} on")
         if task == "caption":
-            metrics, records = T.evaluate_caption(pipe, samples)
+            metrics, records = T.evaluate_caption(pipe, samples, answer_len=n_ans)
         elif task == "vqa":
-            metrics, records = T.evaluate_vqa(pipe, samples)
+            metrics, records = T.evaluate_vqa(pipe, samples, answer_len=n_ans)
         elif task == "t2i":
-            metrics, records, images = T.evaluate_t2i(pipe, samples, guidance_scale=2.0)
+            metrics, records, images = T.evaluate_t2i(pipe, samples, guidance_scale=2.0, answer_len=n_ans)
             scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
             image_grid([[s["png"] for s in scenes[:12]], images[:12]]).save(out / "t2i.png")
             metrics["grid"] = "t2i.png"
         elif task == "asr":
-            metrics, records = T.evaluate_asr(pipe, samples)
+            metrics, records = T.evaluate_asr(pipe, samples, answer_len=n_ans)
         elif task == "tts":
             import soundfile as sf
 
             few = samples[: max(1, min(num, 8))]  # Whisper runs twice per sample: keep it short
-            metrics, records, waves = T.evaluate_tts(pipe, few)
+            metrics, records, waves = T.evaluate_tts(pipe, few, answer_len=n_ans)
             (out / "tts").mkdir(exist_ok=True)
             for s, w in zip(few[:4], waves[:4], strict=False):
                 if len(w["array"]):
@@ -102,7 +103,7 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
                     metrics["filmstrips"] = "vla_rollouts.png"
         elif task == "text":
             prompts = [" ".join(s["txt"].split()[:12]) for s in samples[:8]]
-            continuations = pipe(prompts)
+            continuations = pipe(prompts, answer_len=n_ans)
             records = [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations, strict=True)]
             metrics = {"n": len(prompts)}
         else:

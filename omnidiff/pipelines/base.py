@@ -27,9 +27,13 @@ GENERATION_FILE = "omnidiff_generation.json"
 
 def generation_settings(objective, tasks) -> dict:
     """What `export_pretrained` stores next to the weights: how the model was trained to decode."""
+    per_task: dict[str, dict] = {}
+    for t in tasks:  # a task trained on several datasets keeps its longest answer (nothing is cut)
+        entry = per_task.setdefault(t.task, {"answer_len": int(t.answer_len)})
+        entry["answer_len"] = max(entry["answer_len"], int(t.answer_len))
+        entry.update(dict(t.options))
     return {"attention": objective.attention if objective.attention in ("prefix", "full", "block") else "full",
-            "block_size": objective.block_size, "shift": bool(objective.shift),
-            "tasks": {t.task: {"answer_len": int(t.answer_len), **dict(t.options)} for t in tasks}}
+            "block_size": objective.block_size, "shift": bool(objective.shift), "tasks": per_task}
 
 
 class DiffusionPipeline:
