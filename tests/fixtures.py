@@ -37,16 +37,12 @@ def build_text_tokenizer(root: Path) -> Path:
     return out
 
 
-def build_multimodal_model(root: Path) -> Path:
-    """An untrained `debug` model with real, tiny, untrained tokenizers of all four modalities, exported
-    like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json)."""
-    import json
-
+def tiny_tokenizers():
+    """Real tokenizers of all four modalities, tiny and untrained (seeded): text BPE (300 ids), image VQ
+    (32 px -> 8x8 codes, K=16), audio mel RVQ (2 levels x 16), action bins (32, H=4, D=4, proprio 3)."""
     import numpy as np
     import torch
 
-    from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
-    from omnidiff.models.presets import preset_config
     from omnidiff.tokenization.action import ActionTokenizer
     from omnidiff.tokenization.audio import AudioCodecConfig, AudioTokenizer
     from omnidiff.tokenization.image import ImageTokenizer, ImageVQConfig
@@ -54,7 +50,7 @@ def build_multimodal_model(root: Path) -> Path:
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    toks = TokenizerSet(
+    return TokenizerSet(
         text=TextTokenizer.train(text_docs(200), vocab_size=300, show_progress=False),
         image=ImageTokenizer(ImageVQConfig(image_size=32, unshuffle=2, block_out_channels=(16, 32), latent_channels=16,
                                            vq_embed_dim=8, codebook_size=16, norm_num_groups=8)),
@@ -62,6 +58,17 @@ def build_multimodal_model(root: Path) -> Path:
                                               griffin_lim_iters=2, blocks=1)),
         action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, 3)), horizon=4, bins=32),
     )
+
+
+def build_multimodal_model(root: Path) -> Path:
+    """An untrained `debug` model with real, tiny, untrained tokenizers of all four modalities, exported
+    like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json)."""
+    import json
+
+    from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
+    from omnidiff.models.presets import preset_config
+
+    toks = tiny_tokenizers()
     vocab = toks.build_vocab()
     model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab))
     out = root / "model"
