@@ -187,8 +187,7 @@ def test_trainer_end_to_end_on_built_shards(tmp_path):
 
     from tests.data.test_builders import run_builder
 
-    if not shutil.which("espeak-ng"):
-        pytest.skip("speech synthesisers missing; run `make data-deps`")
+    assert shutil.which("espeak-ng"), "speech synthesisers missing; run `make data-deps`"
     assert run_builder("speech", "--out", str(tmp_path / "speech"), "--num", "14", "--mix", "digits:1,command:1") == 0
     trainer = _trainer()
     codec_cfg, cfg = trainer.load_settings(None, [f"codec.{k}={v}" for k, v in TINY.items()] + [
@@ -212,8 +211,7 @@ def test_transcriber_hears_synthetic_speech():
     from omnidiff.data.sources import speech
     from omnidiff.eval.speech import Transcriber
 
-    if not shutil.which("flite"):
-        pytest.skip("flite missing; run `make data-deps`")
+    assert shutil.which("flite"), "flite missing; run `make data-deps`"
     wave = speech.synthesize("turn on the kitchen lights", "flite-slt")
     text = Transcriber().transcribe(wave)
     assert word_error_rate("turn on the kitchen lights", text) <= 0.2

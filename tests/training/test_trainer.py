@@ -48,8 +48,8 @@ def test_loss_falls_and_export_loads_with_identical_logits(assets, tmp_path):
     assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5
     model = OmniDiffModel.from_pretrained(summary["model"])
     tokens = torch.randint(5, 100, (2, 12))
-    ref = torch.load(Path(summary["checkpoint"]) / "engine" / "state" / "mp_rank_00_model_states.pt",
-                     weights_only=True)["module"]
+    state_file = Path(summary["checkpoint"]) / "engine" / "state" / "mp_rank_00_model_states.pt"
+    ref = torch.load(state_file, weights_only=True)["module"]
     fresh = OmniDiffModel(model.config)
     fresh.model.load_state_dict(ref)
     assert torch.allclose(model.model(tokens), fresh.model(tokens))
