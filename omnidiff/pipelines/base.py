@@ -125,9 +125,19 @@ class DiffusionPipeline:
 
     def decode(self, prompts: list[torch.Tensor], answer_len: int, *, seed: int = 0, config: SamplerConfig | None = None,
                answer_modality: str = "text", answer_layout: torch.Tensor | None = None,
-               uncond_prompts: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        """Run the sampler on prompts (global ids) -> ([B, answer_len] answers, stats)."""
-        config = self.fit_block(answer_len, config or self.sampler)
+               guidance_scale: float | None = None, temperature: float | None = None,
+               uncond_prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Run the sampler on prompts (global ids) -> ([B, answer_len] answers, stats).
+
+        ``guidance_scale``/``temperature`` override the config's; with guidance on, ``uncond_prompt``
+        (the task's prefix with its condition replaced by <uncond>) is the unconditional branch of every row.
+        """
+        config = config or self.sampler
+        changes = {k: v for k, v in (("guidance_scale", guidance_scale), ("temperature", temperature)) if v is not None}
+        config = self.fit_block(answer_len, dataclasses.replace(config, **changes) if changes else config)
+        uncond_prompts = None
+        if config.guidance_scale is not None and uncond_prompt is not None:
+            uncond_prompts = [uncond_prompt] * len(prompts)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
         out = generate(self.model, [p.to(self.device) for p in prompts], answer_len=answer_len, vocab=self.vocab,
                        config=config, generator=gens, answer_modality=answer_modality, answer_layout=answer_layout,

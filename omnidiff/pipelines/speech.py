@@ -8,8 +8,6 @@ answer that ends at once gives an empty array).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -50,13 +48,9 @@ class TTSPipeline(DiffusionPipeline):
         names = list(tok.vocab_ranges())
         length = self.answer_len(answer_len, 512)
         layout = cyclic_layout(vocab, names, length, specials=("</audio>", "<eos>"))
-        config = config or self.sampler
-        if guidance_scale is not None:
-            config = dataclasses.replace(config, guidance_scale=guidance_scale)
         prompts = [self.task_impl.prompt(self.tokenizers, vocab, t) for t in texts]
-        uncond = [self.task_impl.prompt(self.tokenizers, vocab, None) for _ in texts] \
-            if config.guidance_scale is not None else None
-        answers, _ = self.decode(prompts, length, seed=seed, config=config, answer_layout=layout, uncond_prompts=uncond)
+        answers, _ = self.decode(prompts, length, seed=seed, config=config, answer_layout=layout,
+                                 guidance_scale=guidance_scale, uncond_prompt=self.task_impl.prompt(self.tokenizers, vocab, None))
         out = []
         stops = torch.tensor([vocab.special("</audio>"), vocab.eos_id])
         for a in answers:

@@ -7,8 +7,6 @@ runs the ``<uncond>`` prompt the model learned with ``uncond_prob`` beside each 
 
 from __future__ import annotations
 
-import dataclasses
-
 from omnidiff.pipelines.base import DiffusionPipeline
 from omnidiff.sampling import fixed_layout
 
@@ -25,13 +23,8 @@ class TextToImagePipeline(DiffusionPipeline):
         codes = int(tok.tokens_per_image)
         length = self.answer_len(answer_len, codes + 1)
         layout = fixed_layout(vocab, "image", codes, "</image>", length)
-        config = config or self.sampler
-        if guidance_scale is not None or temperature is not None:
-            config = dataclasses.replace(config, guidance_scale=guidance_scale if guidance_scale is not None
-                                         else config.guidance_scale,
-                                         temperature=temperature if temperature is not None else config.temperature)
         prompts = [self.task_impl.prompt(self.tokenizers, vocab, c) for c in captions]
-        uncond = [self.task_impl.prompt(self.tokenizers, vocab, None) for _ in captions] \
-            if config.guidance_scale is not None else None
-        answers, _ = self.decode(prompts, length, seed=seed, config=config, answer_layout=layout, uncond_prompts=uncond)
+        answers, _ = self.decode(prompts, length, seed=seed, config=config, answer_layout=layout,
+                                 guidance_scale=guidance_scale, temperature=temperature,
+                                 uncond_prompt=self.task_impl.prompt(self.tokenizers, vocab, None))
         return [tok.decode(tok.from_global(vocab, a[:codes]).view(tok.codes_shape)) for a in answers]

@@ -136,7 +136,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
-    cfg.train.device = distributed.local_device(cfg.train.device)
+    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} does not divide across {world} ranks; "
                          f"use a multiple of {world}")
@@ -158,7 +159,6 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     engine = distributed.build_engine(lambda: Transformer(model_cfg), cfg.distributed, cfg.optim, micro,
                                       cfg.train.steps, cfg.train.device)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
-    config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     model_config = dataclasses.asdict(model_cfg)
     start_step, history = 0, []
     if resume:
