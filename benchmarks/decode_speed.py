@@ -5,16 +5,22 @@
 Methods, on one model size (our `tiny` preset, or the checkpoint given) and answers of 64 and 256
 tokens at batch 1 and 8:
 
-    (a) ar          Hugging Face LlamaForCausalLM.generate, greedy, KV cache, same dimensions
-    (b) diffusion   low-confidence remasking, one token per step, no cache
-    (c) +prefix     (b) with the exact prefix KV cache (prefix attention)
-    (d) +threshold  (c) committing every token with p >= 0.9 (Fast-dLLM), blocks of 32
-    (e) block       block diffusion (block attention, blocks of 32) with the exact block cache
+    (a)  ar          Hugging Face LlamaForCausalLM.generate, greedy, KV cache, same dimensions
+    (b)  diffusion   low-confidence remasking, one token per step, no cache
+    (c)  +prefix     (b) with the exact prefix KV cache (prefix attention)
+    (d)  +threshold  (c) committing every token with p >= 0.9 (Fast-dLLM), blocks of 32
+    (d') +dual       (d) with Fast-dLLM's approximate dual cache instead of the exact prefix cache
+    (e)  block       block diffusion (block attention, blocks of 32) with the exact block cache
 
-All rows run in one process, interleaved per setting, so machine load hits them alike; the table
-reports NFE, tokens per forward, tokens/s and the ratio to (a). With a trained checkpoint it also
-reports how close (d) stays to (b): exact-match agreement of the tokens and the model's own ELBO
-(nats per token, Monte-Carlo) of each method's answers. Writes docs/benchmarks/decode.md.
+All rows run in one process, interleaved per setting, so machine load hits them alike. The table
+reports NFE, tokens per forward, tokens/s (answer columns, <eos> padding included, as the field
+counts them), the ratio to (a), and how many of the answer columns hold text before the first
+<eos> ("content"; (a) always writes all of them). "Where the time goes" measures the cost of one
+forward of each kind next to one AR step and derives the tokens per forward (d) needs for 2.5x.
+
+With a trained checkpoint it also measures quality on 16 test prompts: the model's own ELBO (nats
+per token, Monte-Carlo) of each method's answers, (d)'s and (d')'s token agreement with (b), and a
+threshold sweep. Writes docs/benchmarks/decode.md (random init) or decode_trained.md (checkpoint).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,18 +38,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from omnidiff.models.layers import AttentionSpec  # noqa: E402
 from omnidiff.models.presets import preset_config  # noqa: E402
 from omnidiff.models.transformer import Transformer  # noqa: E402
 from omnidiff.sampling import SamplerConfig, generate  # noqa: E402
 from omnidiff.tokenization.vocab import Vocab  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "decode.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+BLOCK = 32
+B_NAME, D_NAME, DUAL_NAME = "b: diffusion, no cache", "d: + threshold 0.9 (blocks of 32)", "d': d with approx. dual cache"
 METHODS = {
-    "b: diffusion, no cache": SamplerConfig(attention="prefix", cache="none"),
+    B_NAME: SamplerConfig(attention="prefix", cache="none"),
     "c: + exact prefix cache": SamplerConfig(attention="prefix", cache="prefix"),
-    "d: + threshold 0.9 (blocks of 32)": SamplerConfig(attention="prefix", cache="prefix", strategy="threshold",
-                                                       threshold=0.9, block_len=32),
-    "e: block diffusion + block cache": SamplerConfig(attention="block", cache="block", block_len=32,
+    D_NAME: SamplerConfig(attention="prefix", cache="prefix", strategy="threshold", threshold=0.9, block_len=BLOCK),
+    DUAL_NAME: SamplerConfig(attention="prefix", cache="approx_dual", strategy="threshold", threshold=0.9,
+                             block_len=BLOCK),
+    "e: block diffusion + block cache": SamplerConfig(attention="block", cache="block", block_len=BLOCK,
                                                       strategy="threshold", threshold=0.9),
 }
 
@@ -71,7 +82,14 @@ def run_ar(llama, prompts: list[torch.Tensor], answer_len: int) -> dict:
                        do_sample=False, use_cache=True)
     wall = time.perf_counter() - start
     return {"nfe": answer_len, "tokens_per_forward": 1.0, "tokens_per_s": len(prompts) * answer_len / wall,
-            "wall_time_s": wall}
+            "wall_time_s": wall, "content_tokens": float(answer_len)}
+
+
+def content_length(tokens_BA: torch.Tensor, eos_id: int) -> float:
+    """Mean number of answer columns before the first <eos> (all of them when there is none)."""
+    is_eos = tokens_BA == eos_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), tokens_BA.shape[1])
+    return float(first.float().mean())
 
 
 def load_model(args):
@@ -85,37 +103,95 @@ def load_model(args):
     return Transformer(preset_config(args.preset, vocab_size=len(vocab))).eval(), vocab
 
 
-def load_prompts(args, vocab, n: int) -> list[torch.Tensor]:
+def load_prompts(args, vocab, n: int, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(prompt, reference continuation or None): the recipe's own split of test documents, or random ids."""
     if args.data and args.tokenizer:
         from omnidiff.data.shards import ShardStream, split_shards
+        from omnidiff.tasks.text import TextTask
         from omnidiff.tokenization.text import TextTokenizer
 
-        tok = TextTokenizer.load(args.tokenizer)
-        out = []
+        tok, task = TextTokenizer.load(args.tokenizer), TextTask()
+        out, seen = [], 0
         for sample in ShardStream(split_shards(args.data, "test"), shuffle=False):
-            ids = tok.to_global(vocab, tok.encode(sample["txt"]))
-            if ids.numel() >= 24:
-                out.append(torch.cat([torch.tensor([vocab.bos_id]), ids[:16 + len(out) % 8]]))
+            ids = tok.to_global(vocab, tok.encode(sample["txt"])).long()
+            if ids.numel() < 24:
+                continue
+            seen += 1
+            if seen <= skip:
+                continue
+            cut = task.split(ids.numel())
+            out.append((torch.cat([torch.tensor([vocab.bos_id]), ids[:cut]]), ids[cut:]))
             if len(out) == n:
                 return out
-    g = torch.Generator().manual_seed(0)
+        raise SystemExit(f"error: only {len(out)} test documents of >= 24 tokens in {args.data}; need {n}")
+    g = torch.Generator().manual_seed(skip)
     text = vocab.range("text")
-    return [torch.cat([torch.tensor([vocab.bos_id]), torch.randint(text.offset, text.end, (15 + i % 8,), generator=g)])
-            for i in range(n)]
+    return [(torch.cat([torch.tensor([vocab.bos_id]), torch.randint(text.offset, text.end, (15 + i % 8,), generator=g)]),
+             None) for i in range(n)]
 
 
-def quality(model, vocab, prompts, answer_len: int) -> dict:
-    """Agreement of (d) with (b) and the model's ELBO of each method's answers."""
+@torch.no_grad()
+def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, repeats: int = 5) -> dict:
+    """Median ms of one forward of each kind the samplers make, next to one AR decoding step."""
+    P = prompt.numel()
+    cache = model.new_cache()
+    model(prompt.view(1, -1), kv_cache=cache)
+    cache.frozen = True
+    answer = torch.full((1, answer_len), 5, dtype=torch.long)
+    pos = torch.arange(P, P + answer_len).view(1, -1)
+    spec = AttentionSpec("full", padding_mask=torch.ones(1, answer_len, dtype=torch.bool))
+    bspec = AttentionSpec("full", padding_mask=torch.ones(1, BLOCK, dtype=torch.bool))
+    kinds = {
+        "prefix-cached forward over the whole answer, logits for one block (c, d)":
+            lambda: model(answer, attention=spec, positions=pos, kv_cache=cache, logits_columns=slice(0, BLOCK)),
+        "one block against a cache (e, d' after its first step)":
+            lambda: model(answer[:, :BLOCK], attention=bspec, positions=pos[:, :BLOCK], kv_cache=cache),
+    }
+    times = {k: [] for k in kinds}
+    for _ in range(repeats):
+        for name, fn in kinds.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(1000 * (time.perf_counter() - start))
+    out = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    steps = 64
+    ar = run_ar(llama, [prompt], steps)
+    out["AR step (HF generate, per token)"] = 1000 * ar["wall_time_s"] / steps
+    return out
+
+
+def quality(model, vocab, pairs, answer_len: int, thresholds=(0.5, 0.7, 0.9, 0.95)) -> dict:
+    """ELBO of each method's answers, agreement with (b), content length, and a threshold sweep."""
     from omnidiff.diffusion.likelihood import LikelihoodConfig, answer_log_likelihood
 
-    outs = {k: generate(model, prompts, answer_len=answer_len, vocab=vocab, config=METHODS[k]).tokens
-            for k in ("b: diffusion, no cache", "d: + threshold 0.9 (blocks of 32)")}
-    b, d = outs.values()
+    prompts = [p for p, _ in pairs]
+    refs = torch.stack([torch.nn.functional.pad(r[:answer_len], (0, max(0, answer_len - r.numel())),
+                                                value=vocab.eos_id) for _, r in pairs])
     lcfg = LikelihoodConfig(num_samples=16, batch_size=32, mask_id=vocab.mask_id, pad_id=vocab.pad_id)
-    elbo = {k: float(answer_log_likelihood(model, prompts, list(v), lcfg, generator=torch.Generator().manual_seed(0)
-                                           ).nats_per_token.mean()) for k, v in outs.items()}
-    return {"answer_len": answer_len, "prompts": len(prompts), "token_agreement_d_vs_b": float((b == d).float().mean()),
-            "elbo_b": elbo["b: diffusion, no cache"], "elbo_d": elbo["d: + threshold 0.9 (blocks of 32)"]}
+
+    def elbo(tokens):
+        return float(answer_log_likelihood(model, prompts, list(tokens), lcfg, generator=torch.Generator().manual_seed(0)
+                                           ).nats_per_token.mean())
+
+    configs = {B_NAME: METHODS[B_NAME]}
+    for tau in thresholds:
+        configs[f"d, tau {tau}"] = replace(METHODS[D_NAME], threshold=tau)
+        configs[f"d', tau {tau}"] = replace(METHODS[DUAL_NAME], threshold=tau)
+    rows, base = [], None
+    for name, cfg in configs.items():
+        out = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+        base = out.tokens if base is None else base
+        real = refs != vocab.eos_id
+        rows.append({"method": name, "answer_len": answer_len, "prompts": len(prompts), "elbo": elbo(out.tokens),
+                     "agreement_with_b": float((out.tokens == base).float().mean()),
+                     "reference_match": float(((out.tokens == refs) & real).sum() / real.sum().clamp_min(1)),
+                     "content_tokens": content_length(out.tokens, vocab.eos_id),
+                     "tokens_per_forward": out.stats["tokens_per_forward"], "nfe": out.stats["nfe"]})
+        print(f"quality {name:16s} elbo {rows[-1]['elbo']:.3f}  agree {rows[-1]['agreement_with_b']:.3f}  "
+              f"content {rows[-1]['content_tokens']:.1f}  tok/fwd {rows[-1]['tokens_per_forward']:.2f}", flush=True)
+    for r in rows:
+        r["elbo_vs_b"] = r["elbo"] / rows[0]["elbo"] - 1
+    return {"answer_len": answer_len, "prompts": len(prompts), "rows": rows}
 
 
 def main() -> None:
@@ -125,48 +201,73 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="an OmniDiffModel folder (e.g. runs/text_recipe/model)")
     parser.add_argument("--tokenizer", help="text tokenizer folder, for real prompts")
     parser.add_argument("--data", help="text dataset folder, for real prompts (test split)")
+    parser.add_argument("--quality-len", type=int, default=256, help="answer length of the quality section")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    for name, path in (("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer), ("--data", args.data)):
+        if path and not Path(path).exists():
+            raise SystemExit(f"error: {name} {path} does not exist")
 
     model, vocab = load_model(args)
     llama = llama_twin(model.cfg)
     settings = [(64, 1)] if args.quick else [(64, 1), (64, 8), (256, 1), (256, 8)]
     rows = []
     for answer_len, batch in settings:
-        prompts = load_prompts(args, vocab, batch)
+        prompts = [p for p, _ in load_prompts(args, vocab, batch)]
         run_ar(llama, prompts[:1], 4)  # warm-up
         ar = run_ar(llama, prompts, answer_len)
         rows.append({"method": "a: HF Llama generate (AR, KV cache)", "answer_len": answer_len, "batch": batch, **ar,
                      "ratio_to_ar": 1.0})
         for name, cfg in METHODS.items():
-            st = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg).stats
+            out = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+            st = out.stats
             rows.append({"method": name, "answer_len": answer_len, "batch": batch, "nfe": st["nfe"],
                          "tokens_per_forward": st["tokens_per_forward"], "tokens_per_s": st["tokens_per_s"],
-                         "wall_time_s": st["wall_time_s"], "ratio_to_ar": st["tokens_per_s"] / ar["tokens_per_s"]})
+                         "wall_time_s": st["wall_time_s"], "ratio_to_ar": st["tokens_per_s"] / ar["tokens_per_s"],
+                         "content_tokens": content_length(out.tokens, vocab.eos_id)})
             print(f"{answer_len:4d} x{batch} {name:40s} nfe {st['nfe']:4d}  {st['tokens_per_s']:8.1f} tok/s  "
-                  f"{rows[-1]['ratio_to_ar']:.2f}x AR", flush=True)
-    qual = quality(model, vocab, load_prompts(args, vocab, 16), 64) if args.checkpoint else None
+                  f"{rows[-1]['ratio_to_ar']:.2f}x AR  content {rows[-1]['content_tokens']:.0f}", flush=True)
+    long_len = 64 if args.quick else 256
+    costs = forward_costs(model, llama, load_prompts(args, vocab, 1)[0][0], long_len)
+    qual = quality(model, vocab, load_prompts(args, vocab, 16, skip=8), args.quality_len) if args.checkpoint else None
 
     model_name = args.checkpoint or f"{args.preset} (random init)"
-    lines = ["# Decoding speed", "", f"`python benchmarks/decode_speed.py{' --quick' if args.quick else ''}"
-             f"{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}` — model: {model_name}, "
-             f"fp32 CPU, {torch.get_num_threads()} threads.", "",
-             "| answer | batch | method | NFE | tokens/forward | tokens/s | vs AR |", "|---|---|---|---|---|---|---|"]
+    cmd = "python benchmarks/decode_speed.py" + (" --quick" if args.quick else "") + (
+        f" --checkpoint {args.checkpoint} --tokenizer {args.tokenizer} --data {args.data}" if args.checkpoint else "")
+    lines = ["# Decoding speed", "", f"`{cmd}` — model: {model_name}, fp32 CPU, {torch.get_num_threads()} threads.", "",
+             "tokens/s counts every answer column (<eos> padding included); *content* is the mean number of columns "
+             "before the first <eos> ((a) always writes all of them).", "",
+             "| answer | batch | method | NFE | tokens/forward | tokens/s | vs AR | content |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['answer_len']} | {r['batch']} | {r['method']} | {r['nfe']} | {r['tokens_per_forward']:.2f} | "
-                     f"{r['tokens_per_s']:.1f} | {r['ratio_to_ar']:.2f}x |")
+                     f"{r['tokens_per_s']:.1f} | {r['ratio_to_ar']:.2f}x | {r['content_tokens']:.0f} |")
+    ar_ms = costs["AR step (HF generate, per token)"]
+    full_ms = costs["prefix-cached forward over the whole answer, logits for one block (c, d)"]
+    lines += ["", f"## Where the time goes ({long_len}-token answer, batch 1, median of 5)", "",
+              "| forward | ms | AR steps it costs |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.2f} | {v / ar_ms:.1f} |" for k, v in costs.items()]
+    lines += ["", f"(d) reaches 2.5x AR only if it commits at least 2.5 x {full_ms:.2f} / {ar_ms:.2f} = "
+              f"**{2.5 * full_ms / ar_ms:.1f} tokens per forward** on average (ignoring its sampling overhead)."]
     if qual:
-        lines += ["", f"Quality on {qual['prompts']} test prompts, {qual['answer_len']}-token answers: (d) agrees with "
-                  f"(b) on {100 * qual['token_agreement_d_vs_b']:.1f}% of tokens; model ELBO of the answers "
-                  f"(nats/token, lower = more likely): (b) {qual['elbo_b']:.3f}, (d) {qual['elbo_d']:.3f}."]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    out_doc = DOC if not args.checkpoint else DOC.with_name("decode_trained.md")
+        lines += ["", f"## Quality ({qual['prompts']} test prompts, {qual['answer_len']}-token answers)", "",
+                  "Model ELBO of each method's answers (nats/token, lower = more likely under the model), relative to "
+                  "(b); token agreement with (b); tokens matching the reference continuation (over its text columns); "
+                  "content length; tokens per forward.", "",
+                  "| method | ELBO | vs (b) | agreement with (b) | reference match | content | tokens/forward |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['elbo']:.3f} | {100 * r['elbo_vs_b']:+.1f}% | {100 * r['agreement_with_b']:.1f}% | "
+                  f"{100 * r['reference_match']:.1f}% | {r['content_tokens']:.1f} | {r['tokens_per_forward']:.2f} |"
+                  for r in qual["rows"]]
+    out_doc = DOCS / ("decode_trained.md" if args.checkpoint else "decode.md")
+    out_doc.parent.mkdir(parents=True, exist_ok=True)
     out_doc.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
-        if qual:
-            args.json.with_suffix(".quality.json").write_text(json.dumps(qual, indent=2))
+        extra = {"forward_ms": costs, **({"quality": qual} if qual else {})}
+        args.json.with_suffix(".details.json").write_text(json.dumps(extra, indent=2))
 
 
 if __name__ == "__main__":

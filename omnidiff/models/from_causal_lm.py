@@ -64,8 +64,8 @@ class AbsolutePositionInput(nn.Module):
         self.block = block
         self.wpe = nn.Embedding(max_positions, dim)
 
-    def forward(self, x, rope, positions, mask, kv_cache, layer):
-        return self.block(x + self.wpe(positions).to(x.dtype), rope, positions, mask, kv_cache, layer)
+    def forward(self, x, rope, positions, mask, kv_cache, layer, query_columns=None):
+        return self.block(x + self.wpe(positions).to(x.dtype), rope, positions, mask, kv_cache, layer, query_columns)
 
 
 class GPT2StyleTransformer(Transformer):

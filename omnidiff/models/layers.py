@@ -246,13 +246,19 @@ class SelfAttention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else nn.Identity()
 
     def forward(self, x_BLC: torch.Tensor, rope: RotaryEmbedding, positions_BL: torch.Tensor, mask_B1QK: torch.Tensor,
-                kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                kv_cache: KVCache | None = None, layer: int = 0, query_columns: slice | None = None) -> torch.Tensor:
+        """Attention output [B, L, C]; with ``query_columns`` only those columns are queries (every
+        column still provides keys/values, and is cached as usual), output [B, len(columns), C]."""
         B, L, _ = x_BLC.shape
-        q = self.q_norm(self.q_proj(x_BLC).view(B, L, self.num_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x_BLC).view(B, L, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x_BLC).view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = rope(q, positions_BL), rope(k, positions_BL)
+        k = rope(k, positions_BL)
+        if query_columns is not None:
+            x_BLC, positions_BL, mask_B1QK = x_BLC[:, query_columns], positions_BL[:, query_columns], mask_B1QK[:, :, query_columns]
+        Q = x_BLC.shape[1]
+        q = self.q_norm(self.q_proj(x_BLC).view(B, Q, self.num_heads, self.head_dim)).transpose(1, 2)
+        q = rope(q, positions_BL)
         if kv_cache is not None:
             k, v = kv_cache.attend(layer, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1QK, enable_gqa=self.num_kv_heads != self.num_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(B, Q, -1))

@@ -100,8 +100,9 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn = MoEFeedForward(cfg.dim, cfg.moe) if use_moe else SwiGLU(cfg.dim, cfg.ffn_hidden)
 
-    def forward(self, x, rope, positions, mask, kv_cache, layer) -> tuple[torch.Tensor, MoEAux | None]:
-        x = x + self.attn(self.attn_norm(x), rope, positions, mask, kv_cache, layer)
+    def forward(self, x, rope, positions, mask, kv_cache, layer, query_columns=None) -> tuple[torch.Tensor, MoEAux | None]:
+        h = self.attn(self.attn_norm(x), rope, positions, mask, kv_cache, layer, query_columns)
+        x = (x if query_columns is None else x[:, query_columns]) + h
         h = self.ffn(self.ffn_norm(x))
         aux = None
         if isinstance(h, tuple):
@@ -145,6 +146,7 @@ class Transformer(nn.Module):
         kv_cache: KVCache | None = None,
         return_aux: bool = False,
         return_hidden: bool = False,
+        logits_columns: slice | None = None,
     ):
         """Logits [B, L, V] for ``tokens`` [B, L].
 
@@ -154,6 +156,10 @@ class Transformer(nn.Module):
             kv_cache: cached keys/values to attend over; extended unless ``kv_cache.frozen``.
             return_aux: also return the combined `MoEAux` (None for a dense model).
             return_hidden: also return the per-layer hidden states (inputs to each block + final).
+            logits_columns: compute logits only for these columns of ``tokens`` (a slice), e.g. the
+                block a sampler is filling. Exact: every column still feeds keys/values (and the
+                cache), but the last layer's queries, FFN, norm and LM head run on these columns
+                only. The last hidden state and the last layer's MoE statistics then cover only them.
         """
         spec = as_spec(attention)
         B, L = tokens.shape
@@ -181,11 +187,13 @@ class Transformer(nn.Module):
 
         x = self.embed(tokens)
         hidden, auxes = [x], []
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            cols = logits_columns if i == last else None
             if self.cfg.gradient_checkpointing and self.training and kv_cache is None:
-                x, aux = checkpoint(layer, x, self.rope, positions, mask, None, i, use_reentrant=False)
+                x, aux = checkpoint(layer, x, self.rope, positions, mask, None, i, cols, use_reentrant=False)
             else:
-                x, aux = layer(x, self.rope, positions, mask, kv_cache, i)
+                x, aux = layer(x, self.rope, positions, mask, kv_cache, i, cols)
             if aux is not None:
                 auxes.append(aux)
             if return_hidden:

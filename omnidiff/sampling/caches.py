@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from omnidiff.diffusion.masking import block_input
-from omnidiff.diffusion.objectives import shift_logits
 from omnidiff.models.layers import AttentionSpec, KVCache
 
 
@@ -57,9 +56,14 @@ class Denoiser:
         raise NotImplementedError
 
     def _forward(self, tokens: torch.Tensor, spec: AttentionSpec, positions: torch.Tensor | None = None,
-                 cache: KVCache | None = None) -> torch.Tensor:
+                 cache: KVCache | None = None, columns: slice | None = None) -> torch.Tensor:
+        """Logits of ``tokens`` (only for ``columns``, when given: the model skips the rest exactly)."""
         self.nfe += 1
-        return self.model(tokens, attention=spec, positions=positions, kv_cache=cache)
+        return self.model(tokens, attention=spec, positions=positions, kv_cache=cache, logits_columns=columns)
+
+    def _columns(self, start: int, lo: int, hi: int) -> slice:
+        """Columns whose logits predict answer columns lo..hi when the answer starts at ``start``."""
+        return slice(start + lo - 1, start + hi - 1) if self.shift else slice(start + lo, start + hi)
 
 
 class Uncached(Denoiser):
@@ -67,17 +71,14 @@ class Uncached(Denoiser):
 
     def logits(self, answer_BA, lo, hi):
         x = torch.cat([self.prefix, answer_BA], 1)
-        if self.attention == "block":
+        cols = self._columns(self.P, lo, hi)  # the prompt has >= 1 column, so a shifted slice stays >= 0
+        if self.attention == "block":  # x_t comes first in the x_t ⊕ x_0 layout, so the columns are the same
             spec = AttentionSpec("block", block_size=self.block_size, padding_mask=self.pad)
-            out = self._forward(block_input(x, x), spec)[:, : x.shape[1]]
-        elif self.attention == "prefix":
+            return self._forward(block_input(x, x), spec, columns=cols)
+        if self.attention == "prefix":
             lengths = torch.full((x.shape[0],), self.P, dtype=torch.long, device=x.device)
-            out = self._forward(x, AttentionSpec("prefix", prefix_lengths=lengths, padding_mask=self.pad))
-        else:
-            out = self._forward(x, AttentionSpec(self.attention, padding_mask=self.pad))
-        if self.shift:
-            out = shift_logits(out)
-        return out[:, self.P + lo: self.P + hi]
+            return self._forward(x, AttentionSpec("prefix", prefix_lengths=lengths, padding_mask=self.pad), columns=cols)
+        return self._forward(x, AttentionSpec(self.attention, padding_mask=self.pad), columns=cols)
 
 
 class PrefixCached(Denoiser):
@@ -92,10 +93,13 @@ class PrefixCached(Denoiser):
 
     def logits(self, answer_BA, lo, hi):
         ones = torch.ones_like(answer_BA, dtype=torch.bool)
-        out = self._forward(answer_BA, AttentionSpec("full", padding_mask=ones), self.positions[:, self.P:], self.cache)
-        if self.shift:
-            out = torch.cat([self.last_prefix_logits, out[:, :-1]], 1)
-        return out[:, lo:hi]
+        spec = AttentionSpec("full", padding_mask=ones)
+        if self.shift and lo == 0:  # column 0 is predicted by the last prompt token
+            if hi == 1:
+                return self.last_prefix_logits
+            out = self._forward(answer_BA, spec, self.positions[:, self.P:], self.cache, slice(0, hi - 1))
+            return torch.cat([self.last_prefix_logits, out], 1)
+        return self._forward(answer_BA, spec, self.positions[:, self.P:], self.cache, self._columns(0, lo, hi))
 
 
 def block_causal(pad_BL: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -145,16 +149,16 @@ class ApproxCached(Denoiser):
                 spec = AttentionSpec("prefix", prefix_lengths=lengths, padding_mask=self.pad)
             else:
                 spec = AttentionSpec("full", padding_mask=self.pad)
-            out = self._forward(x, spec, self.positions, self.cache)
+            out = self._forward(x, spec, self.positions, self.cache, slice(P + lo, P + hi))
             cols = torch.arange(x.shape[1], device=x.device)
             keep = cols < P if self.kind == "prefix" else (cols < P + lo) | (cols >= P + hi)
             keep_columns(self.cache, cols[keep])
             self.cache.frozen = True
-            return out[:, P + lo: P + hi]
+            return out
         if self.kind == "prefix":
             ones = torch.ones_like(answer_BA, dtype=torch.bool)
-            out = self._forward(answer_BA, AttentionSpec("full", padding_mask=ones), self.positions[:, P:], self.cache)
-            return out[:, lo:hi]
+            return self._forward(answer_BA, AttentionSpec("full", padding_mask=ones), self.positions[:, P:], self.cache,
+                                 slice(lo, hi))
         tokens = answer_BA[:, lo:hi]
         spec = AttentionSpec("full", padding_mask=torch.ones_like(tokens, dtype=torch.bool))
         return self._forward(tokens, spec, self.positions[:, P + lo: P + hi], self.cache)

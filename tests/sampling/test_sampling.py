@@ -132,10 +132,12 @@ def test_guidance_scale_zero_decodes_the_unconditional_prompt(model):
     assert guided.stats["nfe"] == 2 * alone.stats["nfe"]
 
 
-def test_shift_with_prefix_cache_matches_uncached(model):
+@pytest.mark.parametrize("block_len", [None, 4, 1])
+def test_shift_with_prefix_cache_matches_uncached(model, block_len):
     ps = prompts()
-    plain = generate(model, ps, answer_len=8, vocab=VOCAB, config=SamplerConfig(shift=True))
-    cached = generate(model, ps, answer_len=8, vocab=VOCAB, config=SamplerConfig(shift=True, cache="prefix"))
+    plain = generate(model, ps, answer_len=8, vocab=VOCAB, config=SamplerConfig(shift=True, block_len=block_len))
+    cached = generate(model, ps, answer_len=8, vocab=VOCAB,
+                      config=SamplerConfig(shift=True, cache="prefix", block_len=block_len))
     assert torch.equal(plain.tokens, cached.tokens)
 
 
