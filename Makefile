@@ -82,16 +82,20 @@ runs/demo/model/config.json: | $(DEMO_INPUTS)
 runs/demo/results/results.json: runs/demo/model/config.json
 	$(PY) -m omnidiff.eval --run runs/demo --num 32 --rollouts 2
 
-# The text recipe of the diffusion-core issue: ~40 min of text-only training (256-token answers),
+# The text recipe of the diffusion-core issue: ~50 min of text-only training (256-token answers; a
+# prefix-attention model and its block-attention twin),
 # generation, and the decoding benchmark on the trained model (speed table, time breakdown, quality).
 demo-text: setup data-deps
 	$(PY) data/build_text.py --out $(D)/text --num 40000 --seed 0
+	$(PY) data/build_text.py --out $(D)/text_long --num 14000 --seed 0 --corpora kjv,wordnet,fortunes \
+		--min-chars 1200 --max-chars 1500
 	$(PY) tokenizers/train_text_bpe.py --data $(D)/text --out runs/text_recipe/tokenizer
 	$(PY) train.py --config configs/text.yaml
+	$(PY) train.py --config configs/text_block.yaml
 	$(PY) infer.py text --model runs/text_recipe/model --tokenizer runs/text_recipe/tokenizer \
 		--prompt "And God said" --answer-len 256 --strategy threshold --block-len 32 | tee runs/text_recipe/infer.json
-	$(PY) benchmarks/decode_speed.py --checkpoint runs/text_recipe/model \
-		--tokenizer runs/text_recipe/tokenizer --data $(D)/text --json runs/text_recipe/decode.json
+	$(PY) benchmarks/decode_speed.py --checkpoint runs/text_recipe/model --block-checkpoint runs/text_block/model \
+		--tokenizer runs/text_recipe/tokenizer --data $(D)/text_long --json runs/text_recipe/decode.json
 
 lint: setup
 	$(VENV)/bin/ruff check omnidiff tests benchmarks train.py infer.py

@@ -47,14 +47,14 @@ from omnidiff.tokenization.vocab import Vocab  # noqa: E402
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 BLOCK = 32
 B_NAME, D_NAME, DUAL_NAME = "b: diffusion, no cache", "d: + threshold 0.9 (blocks of 32)", "d': d with approx. dual cache"
+E_NAME = "e: block diffusion + block cache"
 METHODS = {
     B_NAME: SamplerConfig(attention="prefix", cache="none"),
     "c: + exact prefix cache": SamplerConfig(attention="prefix", cache="prefix"),
     D_NAME: SamplerConfig(attention="prefix", cache="prefix", strategy="threshold", threshold=0.9, block_len=BLOCK),
     DUAL_NAME: SamplerConfig(attention="prefix", cache="approx_dual", strategy="threshold", threshold=0.9,
                              block_len=BLOCK),
-    "e: block diffusion + block cache": SamplerConfig(attention="block", cache="block", block_len=BLOCK,
-                                                      strategy="threshold", threshold=0.9),
+    E_NAME: SamplerConfig(attention="block", cache="block", block_len=BLOCK, strategy="threshold", threshold=0.9),
 }
 
 
@@ -92,11 +92,12 @@ def content_length(tokens_BA: torch.Tensor, eos_id: int) -> float:
     return float(first.float().mean())
 
 
-def load_model(args):
-    if args.checkpoint:
+def load_model(args, checkpoint: str | None = None):
+    checkpoint = checkpoint or args.checkpoint
+    if checkpoint:
         from omnidiff.models.hf import OmniDiffModel
 
-        wrapper = OmniDiffModel.from_pretrained(args.checkpoint)
+        wrapper = OmniDiffModel.from_pretrained(checkpoint)
         return wrapper.model.eval(), wrapper.vocab
     vocab = Vocab.build({"text": 4096})
     torch.manual_seed(0)
@@ -160,8 +161,11 @@ def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, repeats: 
     return out
 
 
-def quality(model, vocab, pairs, answer_len: int, thresholds=(0.5, 0.7, 0.9, 0.95)) -> dict:
-    """ELBO of each method's answers, agreement with (b), content length, and a threshold sweep."""
+def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(0.5, 0.7, 0.9, 0.95)) -> dict:
+    """ELBO of each method's answers, agreement with (b), content length, and a threshold sweep.
+
+    ``model`` judges every method's answers (its ELBO), including those (e) writes with ``block_model``.
+    """
     from omnidiff.diffusion.likelihood import LikelihoodConfig, answer_log_likelihood
 
     prompts = [p for p, _ in pairs]
@@ -177,9 +181,12 @@ def quality(model, vocab, pairs, answer_len: int, thresholds=(0.5, 0.7, 0.9, 0.9
     for tau in thresholds:
         configs[f"d, tau {tau}"] = replace(METHODS[D_NAME], threshold=tau)
         configs[f"d', tau {tau}"] = replace(METHODS[DUAL_NAME], threshold=tau)
+    if block_model is not None:
+        configs.update({f"e, tau {tau}": replace(METHODS[E_NAME], threshold=tau) for tau in thresholds})
     rows, base = [], None
     for name, cfg in configs.items():
-        out = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+        out = generate(block_model if cfg.attention == "block" else model, prompts, answer_len=answer_len, vocab=vocab,
+                       config=cfg)
         base = out.tokens if base is None else base
         real = refs != vocab.eos_id
         rows.append({"method": name, "answer_len": answer_len, "prompts": len(prompts), "elbo": elbo(out.tokens),
@@ -199,16 +206,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64-token answers, batch 1 only")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--checkpoint", help="an OmniDiffModel folder (e.g. runs/text_recipe/model)")
+    parser.add_argument("--block-checkpoint", help="a model of the same size trained with block attention, for (e) "
+                        "(e.g. runs/text_block/model); default: (e) runs on --checkpoint, for speed only")
     parser.add_argument("--tokenizer", help="text tokenizer folder, for real prompts")
     parser.add_argument("--data", help="text dataset folder, for real prompts (test split)")
     parser.add_argument("--quality-len", type=int, default=256, help="answer length of the quality section")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    for name, path in (("--checkpoint", args.checkpoint), ("--tokenizer", args.tokenizer), ("--data", args.data)):
+    for name, path in (("--checkpoint", args.checkpoint), ("--block-checkpoint", args.block_checkpoint),
+                       ("--tokenizer", args.tokenizer), ("--data", args.data)):
         if path and not Path(path).exists():
             raise SystemExit(f"error: {name} {path} does not exist")
 
     model, vocab = load_model(args)
+    block_model = load_model(args, args.block_checkpoint)[0] if args.block_checkpoint else None
+    if block_model is not None and block_model.cfg != model.cfg:
+        raise SystemExit("error: --block-checkpoint must have the same model config (size, vocabulary) as --checkpoint")
     llama = llama_twin(model.cfg)
     settings = [(64, 1)] if args.quick else [(64, 1), (64, 8), (256, 1), (256, 8)]
     rows = []
@@ -219,7 +232,8 @@ def main() -> None:
         rows.append({"method": "a: HF Llama generate (AR, KV cache)", "answer_len": answer_len, "batch": batch, **ar,
                      "ratio_to_ar": 1.0})
         for name, cfg in METHODS.items():
-            out = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+            net = block_model if (cfg.attention == "block" and block_model is not None) else model
+            out = generate(net, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
             st = out.stats
             rows.append({"method": name, "answer_len": answer_len, "batch": batch, "nfe": st["nfe"],
                          "tokens_per_forward": st["tokens_per_forward"], "tokens_per_s": st["tokens_per_s"],
@@ -229,11 +243,16 @@ def main() -> None:
                   f"{rows[-1]['ratio_to_ar']:.2f}x AR  content {rows[-1]['content_tokens']:.0f}", flush=True)
     long_len = 64 if args.quick else 256
     costs = forward_costs(model, llama, load_prompts(args, vocab, 1)[0][0], long_len)
-    qual = quality(model, vocab, load_prompts(args, vocab, 16, skip=8), args.quality_len) if args.checkpoint else None
+    qual = quality(model, vocab, load_prompts(args, vocab, 16, skip=8), args.quality_len, block_model
+                   ) if args.checkpoint else None
 
     model_name = args.checkpoint or f"{args.preset} (random init)"
+    if args.block_checkpoint:
+        model_name += f"; (e) on {args.block_checkpoint}"
     cmd = "python benchmarks/decode_speed.py" + (" --quick" if args.quick else "") + (
-        f" --checkpoint {args.checkpoint} --tokenizer {args.tokenizer} --data {args.data}" if args.checkpoint else "")
+        f" --checkpoint {args.checkpoint}" if args.checkpoint else "") + (
+        f" --block-checkpoint {args.block_checkpoint}" if args.block_checkpoint else "") + (
+        f" --tokenizer {args.tokenizer} --data {args.data}" if args.data else "")
     lines = ["# Decoding speed", "", f"`{cmd}` — model: {model_name}, fp32 CPU, {torch.get_num_threads()} threads.", "",
              "tokens/s counts every answer column (<eos> padding included); *content* is the mean number of columns "
              "before the first <eos> ((a) always writes all of them).", "",
@@ -253,7 +272,8 @@ def main() -> None:
         lines += ["", f"## Quality ({qual['prompts']} test prompts, {qual['answer_len']}-token answers)", "",
                   "Model ELBO of each method's answers (nats/token, lower = more likely under the model), relative to "
                   "(b); token agreement with (b); tokens matching the reference continuation (over its text columns); "
-                  "content length; tokens per forward.", "",
+                  "content length; tokens per forward. The (e) rows are written by the block-attention model and "
+                  "judged by the same prefix model as the rest.", "",
                   "| method | ELBO | vs (b) | agreement with (b) | reference match | content | tokens/forward |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['elbo']:.3f} | {100 * r['elbo_vs_b']:+.1f}% | {100 * r['agreement_with_b']:.1f}% | "

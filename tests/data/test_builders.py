@@ -72,3 +72,15 @@ def test_missing_system_package_names_the_make_target(tmp_path, capsys, monkeypa
 def test_unknown_corpus_lists_the_valid_ones(tmp_path, capsys):
     assert run_builder("text", "--out", str(tmp_path / "t"), "--num", "5", "--corpora", "poems") == 1
     assert "available: ['kjv', 'wordnet', 'fortunes', 'gcide']" in capsys.readouterr().err
+
+
+def test_min_chars_joins_consecutive_documents_into_passages(tmp_path, capsys):
+    assert run_builder("text", "--out", str(tmp_path / "t"), "--num", "20", "--corpora", "fortunes",
+                       "--min-chars", "400", "--max-chars", "600") == 0
+    stream = iter(ShardStream(split_shards(tmp_path / "t", "train"), shuffle=False))  # cycles: take one epoch
+    docs = [next(stream)["txt"] for _ in range(18)]
+    assert len(set(docs)) == 18 and all(400 - 200 < len(d) <= 600 for d in docs)  # cut at a word boundary below 600
+    assert sum("\n" in d for d in docs) >= 9  # most passages join several fortunes, one per line
+    assert run_builder("text", "--out", str(tmp_path / "u"), "--num", "5", "--min-chars", "700",
+                       "--max-chars", "600") == 1
+    assert "--min-chars 700 is larger than --max-chars 600" in capsys.readouterr().err
