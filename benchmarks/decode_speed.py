@@ -161,7 +161,7 @@ def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, repeats: 
     return out
 
 
-def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(0.5, 0.7, 0.9, 0.95)) -> dict:
+def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(0.5, 0.7, 0.9)) -> dict:
     """ELBO of each method's answers, agreement with (b), content length, and a threshold sweep.
 
     ``model`` judges every method's answers (its ELBO), including those (e) writes with ``block_model``.
@@ -193,9 +193,9 @@ def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(
                      "agreement_with_b": float((out.tokens == base).float().mean()),
                      "reference_match": float(((out.tokens == refs) & real).sum() / real.sum().clamp_min(1)),
                      "content_tokens": content_length(out.tokens, vocab.eos_id),
-                     "tokens_per_forward": out.stats["tokens_per_forward"], "nfe": out.stats["nfe"]})
+                     "tokens_per_step": out.stats["tokens_per_step"], "nfe": out.stats["nfe"]})
         print(f"quality {name:16s} elbo {rows[-1]['elbo']:.3f}  agree {rows[-1]['agreement_with_b']:.3f}  "
-              f"content {rows[-1]['content_tokens']:.1f}  tok/fwd {rows[-1]['tokens_per_forward']:.2f}", flush=True)
+              f"content {rows[-1]['content_tokens']:.1f}  tok/step {rows[-1]['tokens_per_step']:.2f}", flush=True)
     for r in rows:
         r["elbo_vs_b"] = r["elbo"] / rows[0]["elbo"] - 1
     return {"answer_len": answer_len, "prompts": len(prompts), "rows": rows}
@@ -272,12 +272,12 @@ def main() -> None:
         lines += ["", f"## Quality ({qual['prompts']} test prompts, {qual['answer_len']}-token answers)", "",
                   "Model ELBO of each method's answers (nats/token, lower = more likely under the model), relative to "
                   "(b); token agreement with (b); tokens matching the reference continuation (over its text columns); "
-                  "content length; tokens per forward. The (e) rows are written by the block-attention model and "
+                  "content length; tokens committed per step (per row, averaged). The (e) rows are written by the block-attention model and "
                   "judged by the same prefix model as the rest.", "",
-                  "| method | ELBO | vs (b) | agreement with (b) | reference match | content | tokens/forward |",
+                  "| method | ELBO | vs (b) | agreement with (b) | reference match | content | tokens/step |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['elbo']:.3f} | {100 * r['elbo_vs_b']:+.1f}% | {100 * r['agreement_with_b']:.1f}% | "
-                  f"{100 * r['reference_match']:.1f}% | {r['content_tokens']:.1f} | {r['tokens_per_forward']:.2f} |"
+                  f"{100 * r['reference_match']:.1f}% | {r['content_tokens']:.1f} | {r['tokens_per_step']:.2f} |"
                   for r in qual["rows"]]
     out_doc = DOCS / ("decode_trained.md" if args.checkpoint else "decode.md")
     out_doc.parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,9 @@ class SamplerConfig:
 @dataclass
 class SampleOutput:
     tokens: torch.Tensor  # [B, A] global ids of the answers
-    stats: dict[str, float] = field(default_factory=dict)  # nfe, tokens_per_forward, tokens_per_s, wall_time_s
+    # nfe, tokens_per_forward (answer columns per batch forward), tokens_per_step (answer columns per
+    # denoising step a row took part in, averaged over rows: a row's own parallelism), tokens_per_s, wall_time_s
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 def _as_prompts(prompts) -> list[torch.Tensor]:
@@ -231,6 +233,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
     start = time.perf_counter()
     answer = torch.full((B, A), mask_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    row_steps = torch.zeros(B, dtype=torch.long, device=device)  # denoising steps each row took part in
     for d in denoisers:
         d.begin()
     for lo in range(0, A, block_len):
@@ -247,6 +250,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
                 break
             logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
             logits = logits.masked_fill(~allowed_AV[lo:hi], float("-inf"))
+            row_steps += masked.any(1)
             active = masked.any(1).tolist()
             row_gens = None if gens is None else [g if a else None for g, a in zip(gens, active, strict=True)]
             ids, probs = propose(logits, config.temperature, row_gens)
@@ -281,6 +285,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
     wall = time.perf_counter() - start
     nfe = sum(d.nfe for d in denoisers)
     stats = {"nfe": nfe, "tokens_per_forward": A / max(nfe, 1), "wall_time_s": wall,
+             "tokens_per_step": A / max(float(row_steps.float().mean()), 1.0),
              "tokens_per_s": B * A / max(wall, 1e-9)}
     return SampleOutput(tokens=answer, stats=stats)
 

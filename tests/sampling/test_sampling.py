@@ -188,3 +188,11 @@ def test_fixed_layout_gives_well_formed_fixed_size_answers(model):
         fixed_layout(VOCAB, "image", 10, "</image>", 10)
     with pytest.raises(ValueError, match="answer_layout must be"):
         generate(model, prompts(), answer_len=8, vocab=VOCAB, answer_layout=layout)
+
+
+def test_tokens_per_step_counts_each_rows_own_steps(model):
+    # Four steps over 8 columns: every row commits 2 tokens per step, whatever the batch does.
+    out = generate(model, prompts(), answer_len=8, vocab=VOCAB, config=SamplerConfig(steps=4, cache="prefix"))
+    assert out.stats["tokens_per_step"] == 2.0 and out.stats["tokens_per_forward"] == 8 / 5  # + the prefix forward
+    one = generate(model, prompts()[:1], answer_len=8, vocab=VOCAB, config=SamplerConfig())
+    assert one.stats["tokens_per_step"] == 1.0
