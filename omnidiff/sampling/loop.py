@@ -250,8 +250,9 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
                 break
             logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
             logits = logits.masked_fill(~allowed_AV[lo:hi], float("-inf"))
-            row_steps += masked.any(1)
-            active = masked.any(1).tolist()
+            active_B = masked.any(1)
+            row_steps += active_B
+            active = active_B.tolist()
             row_gens = None if gens is None else [g if a else None for g, a in zip(gens, active, strict=True)]
             ids, probs = propose(logits, config.temperature, row_gens)
             scores = score(config.strategy, ids, probs, row_gens)
