@@ -104,6 +104,11 @@ def load_model(args, checkpoint: str | None = None):
     return Transformer(preset_config(args.preset, vocab_size=len(vocab))).eval(), vocab
 
 
+def model_for(cfg: SamplerConfig, model, block_model):
+    """The block-trained model decodes the block-attention rows when there is one."""
+    return block_model if cfg.attention == "block" and block_model is not None else model
+
+
 def load_prompts(args, vocab, n: int, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(prompt, reference continuation or None): the recipe's own split of test documents, or random ids."""
     if args.data and args.tokenizer:
@@ -183,12 +188,11 @@ def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(
         configs[f"d', tau {tau}"] = replace(METHODS[DUAL_NAME], threshold=tau)
     if block_model is not None:
         configs.update({f"e, tau {tau}": replace(METHODS[E_NAME], threshold=tau) for tau in thresholds})
+    real = refs != vocab.eos_id
     rows, base = [], None
     for name, cfg in configs.items():
-        out = generate(block_model if cfg.attention == "block" else model, prompts, answer_len=answer_len, vocab=vocab,
-                       config=cfg)
+        out = generate(model_for(cfg, model, block_model), prompts, answer_len=answer_len, vocab=vocab, config=cfg)
         base = out.tokens if base is None else base
-        real = refs != vocab.eos_id
         rows.append({"method": name, "answer_len": answer_len, "prompts": len(prompts), "elbo": elbo(out.tokens),
                      "agreement_with_b": float((out.tokens == base).float().mean()),
                      "reference_match": float(((out.tokens == refs) & real).sum() / real.sum().clamp_min(1)),
@@ -232,8 +236,7 @@ def main() -> None:
         rows.append({"method": "a: HF Llama generate (AR, KV cache)", "answer_len": answer_len, "batch": batch, **ar,
                      "ratio_to_ar": 1.0})
         for name, cfg in METHODS.items():
-            net = block_model if (cfg.attention == "block" and block_model is not None) else model
-            out = generate(net, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+            out = generate(model_for(cfg, model, block_model), prompts, answer_len=answer_len, vocab=vocab, config=cfg)
             st = out.stats
             rows.append({"method": name, "answer_len": answer_len, "batch": batch, "nfe": st["nfe"],
                          "tokens_per_forward": st["tokens_per_forward"], "tokens_per_s": st["tokens_per_s"],

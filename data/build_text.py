@@ -72,7 +72,7 @@ def main() -> dict:
 
     return build_dataset(args, "text", samples, sources=[f"debian:{n}" for n in names],
                          extra_manifest={"corpora": names, "max_chars": args.extra["max_chars"],
-                                                 "min_chars": args.extra["min_chars"]})
+                                         "min_chars": args.extra["min_chars"]})
 
 
 if __name__ == "__main__":

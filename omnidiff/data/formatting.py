@@ -89,11 +89,15 @@ def fit_answer(answer: torch.Tensor, answer_len: int, eos_id: int, what: str) ->
     return torch.cat([answer.long(), pad])
 
 
-def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: list[str] | None = None) -> dict:
-    """Pack (prefix, answer) pairs: prefixes right-aligned to a common answer start column."""
+def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: list[str] | None = None,
+            prefix_multiple: int = 1) -> dict:
+    """Pack (prefix, answer) pairs: prefixes right-aligned to a common answer start column, which is
+    rounded up to ``prefix_multiple`` (block attention: answers start on a block boundary, as the
+    sampler lays them out)."""
     if not examples:
         raise ValueError("cannot collate an empty list of examples")
     P = max(p.numel() for p, _ in examples)
+    P = -(-P // prefix_multiple) * prefix_multiple
     A = max(a.numel() for _, a in examples)
     B = len(examples)
     tokens = torch.full((B, P + A), vocab.pad_id, dtype=torch.long)

@@ -64,6 +64,8 @@ class MixtureConfig:
     shuffle_buffer: int = 0  # min samples shuffled together (0: one shard at a time)
     group_by_task: bool = False  # True: every batch holds one task (drawn by weight), so short-sequence
     # tasks are never padded to the length of long ones (speech, images) in the same batch
+    prefix_multiple: int = 1  # answers start at a multiple of this column (the trainer sets the block size
+    # under block attention)
 
 
 class _BatchMaker:
@@ -112,7 +114,7 @@ class _BatchMaker:
         else:
             picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
         examples = [self.example(i) for i in picks]
-        return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks])
+        return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks], self.cfg.prefix_multiple)
 
 
 class _WorkerBatches(torch.utils.data.IterableDataset):

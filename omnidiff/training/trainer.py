@@ -71,7 +71,8 @@ def expert_balance(load_EL: torch.Tensor | None) -> float | None:
 def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     """Validation ELBO (nats per answer token) per task, on fixed masks so runs are comparable."""
     tasks = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
-    loader = build_mixture_loader(MixtureConfig(tasks=tasks, batch_size=cfg.data.batch_size, seed=12345), toks, vocab)
+    loader = build_mixture_loader(MixtureConfig(tasks=tasks, batch_size=cfg.data.batch_size, seed=12345,
+                                                prefix_multiple=cfg.data.prefix_multiple), toks, vocab)
     gen = torch.Generator().manual_seed(4242)
     was_training = model.training
     model.eval()
@@ -148,6 +149,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     vocab = toks.build_vocab()
     model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     micro = cfg.data.batch_size // world
+    if cfg.objective.attention == "block":  # the block pattern needs answers to start on a block boundary
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefix_multiple=cfg.objective.block_size))
     loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro), toks, vocab, rank=rank,
                                   world_size=world)
     loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id)

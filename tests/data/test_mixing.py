@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from omnidiff.data.builder import write_split
-from omnidiff.data.mixing import MixtureConfig, TaskDataConfig, build_mixture_loader
+from omnidiff.data.mixing import MixtureConfig, TaskDataConfig, build_mixture_loader, collate
 from omnidiff.data.shards import ShardStream, split_shards
+from omnidiff.tokenization.vocab import Vocab
 from tests.tasks.stubs import encode_for_shards, png_bytes, robot_sample, shapes_sample, speech_sample, stub_tokenizers
 
 TOKS = stub_tokenizers()
@@ -132,3 +133,11 @@ def test_bad_mixtures_are_clear_errors(datasets):
         build_mixture_loader(mixture(datasets), type(TOKS)(text=TOKS.text, image=TOKS.image, action=TOKS.action), VOCAB)
     with pytest.raises(FileNotFoundError, match="build it with"):
         build_mixture_loader(MixtureConfig(tasks=[TaskDataConfig("caption", str(datasets / "nope"))]), TOKS, VOCAB)
+
+
+def test_collate_starts_answers_at_a_multiple_of_prefix_multiple():
+    vocab = Vocab.build({"text": 16})
+    batch = collate([(torch.tensor([2, 5, 6]), torch.tensor([7, 8])), (torch.tensor([2]), torch.tensor([9, 10]))],
+                    vocab, prefix_multiple=4)
+    assert batch["tokens"].shape == (2, 6) and batch["answer_mask"][:, 4:].all() and not batch["answer_mask"][:, :4].any()
+    assert batch["tokens"][0].tolist() == [vocab.pad_id, 2, 5, 6, 7, 8]

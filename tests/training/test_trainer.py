@@ -1,6 +1,7 @@
 """The training loop: loss falls, resume is exact, export loads, bad input fails cleanly."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -102,3 +103,10 @@ def test_train_py_bad_input_exits_cleanly(assets, tmp_path, args, message):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_block_attention_trains_on_prompts_of_any_length(assets, tmp_path):
+    # Prompts of every length: the loader starts answers on a block boundary, as the sampler does.
+    summary = train(config(assets, tmp_path / "blk", "train.steps=3", "train.export=false", "train.eval_every=3",
+                           "train.eval_batches=1", "objective.attention=block", "objective.block_size=8"))
+    assert len(summary["loss_history"]) == 3 and all(map(math.isfinite, summary["loss_history"]))
