@@ -45,42 +45,79 @@ bench: setup
 # The demo: build small offline datasets, train the four tokenizers, train one tiny MoE model on
 # every task (configs/demo.yaml), then evaluate every task (runs/demo/results/). Each step writes a
 # file Make knows, so an interrupted `make demo` continues where it stopped.
-D := runs/data
-T := runs/tokenizers
+# `make demo SCALE=smoke` runs the very same steps at toy size under runs/smoke/ (a few minutes; CI
+# runs it on a clean clone): fewer samples, seconds of tokenizer training, the `debug` model preset.
+SCALE ?= full
+ifeq ($(SCALE),smoke)
+R := runs/smoke
+N_TEXT := 2000
+N_SHAPES := 400
+N_DIGITS := 200
+N_SPEECH := 60
+N_ROBOT := 5
+IMAGE_VQ_ARGS := train.steps=40 train.max_minutes=0.5 train.log_every=10
+AUDIO_CODEC_ARGS := train.utterances=60 train.val_utterances=8 train.warmup_steps=20 train.steps=40 \
+	train.kmeans_frames=2000 train.log_every=10 train.max_minutes=0.5
+DEMO_TRAIN_ARGS := model.preset=debug train.steps=16 train.eval_every=8 train.save_every=8 train.eval_batches=1 \
+	train.log_every=4
+EVAL_ARGS := --num 4 --rollouts 1
+else ifeq ($(SCALE),full)
+R := runs
+N_TEXT := 40000
+N_SHAPES := 8000
+N_DIGITS := 4000
+N_SPEECH := 1200
+N_ROBOT := 50
+IMAGE_VQ_ARGS :=
+AUDIO_CODEC_ARGS :=
+DEMO_TRAIN_ARGS :=
+EVAL_ARGS := --num 32 --rollouts 2
+else
+$(error SCALE must be 'full' or 'smoke', got '$(SCALE)')
+endif
+D := $(R)/data
+T := $(R)/tokenizers
+RUN := $(R)/demo
 
-demo: setup data-deps runs/demo/results/results.json
-	@cat runs/demo/results/results.md
-	@echo "demo results: runs/demo/results/ (results.md, t2i.png, tts/*.wav, vla_rollouts.png), metrics: runs/demo/metrics.jsonl"
+demo: setup data-deps $(RUN)/results/results.json
+	@cat $(RUN)/results/results.md
+	@echo "demo results: $(RUN)/results/ (results.md, t2i.png, tts/*.wav, vla_rollouts.png), metrics: $(RUN)/metrics.jsonl"
 
-$(D)/text/manifest.json:
-	$(PY) data/build_text.py --out $(D)/text --num 40000 --seed 0
-$(D)/shapes/manifest.json:
-	$(PY) data/build_shapes.py --out $(D)/shapes --num 8000 --seed 0
-$(D)/digits/manifest.json:
-	$(PY) data/build_digits.py --out $(D)/digits --num 4000 --seed 0
-$(D)/speech/manifest.json:
-	$(PY) data/build_speech.py --out $(D)/speech --num 1200 --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5
-$(D)/robot/manifest.json:
-	$(PY) data/build_robot.py --out $(D)/robot --num 50 --seed 0
+# Builders refuse an --out whose parent is missing (a typo guard), so the Makefile makes the parents.
+$(D) $(T):
+	mkdir -p $@
 
-$(T)/text/tokenizer.json: $(D)/text/manifest.json
+$(D)/text/manifest.json: | $(D)
+	$(PY) data/build_text.py --out $(D)/text --num $(N_TEXT) --seed 0
+$(D)/shapes/manifest.json: | $(D)
+	$(PY) data/build_shapes.py --out $(D)/shapes --num $(N_SHAPES) --seed 0
+$(D)/digits/manifest.json: | $(D)
+	$(PY) data/build_digits.py --out $(D)/digits --num $(N_DIGITS) --seed 0
+$(D)/speech/manifest.json: | $(D)
+	$(PY) data/build_speech.py --out $(D)/speech --num $(N_SPEECH) --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5
+$(D)/robot/manifest.json: | $(D)
+	$(PY) data/build_robot.py --out $(D)/robot --num $(N_ROBOT) --seed 0
+
+$(T)/text/tokenizer.json: $(D)/text/manifest.json | $(T)
 	$(PY) tokenizers/train_text_bpe.py --data $(D)/text --out $(T)/text
-$(T)/image/model.safetensors:
-	$(PY) tokenizers/train_image_vq.py --config configs/tokenizers/image_shapes.yaml --out $(T)/image
-$(T)/audio/audio_codec.safetensors:
-	$(PY) tokenizers/train_audio_codec.py --config configs/tokenizers/audio.yaml --out $(T)/audio
-$(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json
+$(T)/image/model.safetensors: | $(T)
+	$(PY) tokenizers/train_image_vq.py --config configs/tokenizers/image_shapes.yaml --out $(T)/image $(IMAGE_VQ_ARGS)
+$(T)/audio/audio_codec.safetensors: | $(T)
+	$(PY) tokenizers/train_audio_codec.py --config configs/tokenizers/audio.yaml --out $(T)/audio $(AUDIO_CODEC_ARGS)
+$(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json | $(T)
 	$(PY) tokenizers/fit_action_bins.py --data $(D)/robot --out $(T)/action
 
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
 	$(T)/action/omnidiff_tokenizer.json
 
-runs/demo/model/config.json: | $(DEMO_INPUTS)
-	$(PY) train.py --config configs/demo.yaml $(if $(wildcard runs/demo/checkpoints/latest),--resume,)
+$(RUN)/model/config.json: | $(DEMO_INPUTS)
+	$(PY) train.py --config configs/demo.yaml data.root=$(D) train.out=$(RUN) tokenizers.text=$(T)/text \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(DEMO_TRAIN_ARGS) \
+		$(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
 
-runs/demo/results/results.json: runs/demo/model/config.json
-	$(PY) -m omnidiff.eval --run runs/demo --num 32 --rollouts 2
+$(RUN)/results/results.json: $(RUN)/model/config.json
+	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
 
 # The text recipe of the diffusion-core issue: ~50 min of text-only training (256-token answers; a
 # prefix-attention model and its block-attention twin),

@@ -176,7 +176,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path} is not valid YAML: {err}") from None
     tree = _merge(tree, parse_overrides(list(overrides)))
-    return _build(RunConfig, tree, "")
+    return _resolve_data_root(_build(RunConfig, tree, ""))
+
+
+def _resolve_data_root(cfg: RunConfig) -> RunConfig:
+    """Join ``data.root`` onto every relative task path (training and validation), then clear it.
+
+    One recipe then serves datasets built anywhere: ``data.root=/scratch/data`` on the command line.
+    """
+    root = cfg.data.root
+    if root:
+        for spec in [*cfg.data.tasks, *cfg.val_data]:
+            if not Path(spec.path).is_absolute():
+                spec.path = str(Path(root) / spec.path)
+        cfg.data.root = ""
+    return cfg
 
 
 def to_dict(cfg) -> dict:

@@ -46,3 +46,13 @@ def test_every_recipe_loads(path):
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / path, [])
     assert cfg.data.tasks and cfg.tokenizers
     assert cfg.data.batch_size > 0 and cfg.train.steps > 0
+
+
+def test_data_root_joins_relative_task_paths_and_leaves_absolute_ones(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  root: built\n  tasks:\n    - {task: caption, path: shapes}\n"
+                      "    - {task: text, path: /abs/text}\nval_data:\n  - {task: caption, path: shapes, split: val}\n")
+    cfg = load_config(recipe, ["data.root=elsewhere/data"])
+    assert [t.path for t in cfg.data.tasks] == ["elsewhere/data/shapes", "/abs/text"]
+    assert cfg.val_data[0].path == "elsewhere/data/shapes"
+    assert cfg.data.root == ""  # the resolved config holds joined paths, so reloading it joins nothing twice

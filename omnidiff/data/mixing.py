@@ -18,8 +18,10 @@ A position saved with W workers resumes with W workers (the sample-to-worker spl
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,9 +57,43 @@ def configured_task(spec: TaskDataConfig):
     return dataclasses.replace(task, **spec.options)
 
 
+def dataset_manifest(path: str | Path) -> dict:
+    """The ``manifest.json`` a builder wrote into dataset folder ``path`` (``{}`` when there is none)."""
+    file = Path(path) / "manifest.json"
+    if not file.is_file():
+        return {}
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file} is not readable JSON ({err}); rebuild the dataset") from None
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def check_task(spec: TaskDataConfig, toks) -> None:
+    """A ValueError when ``spec`` cannot be formatted with ``toks``: unknown options, a missing tokenizer,
+    or an ``answer_len`` shorter than the answers its task makes (`Task.needed_answer_len`).
+
+    Run when a loader is built and by the trainer before anything else, so a recipe whose images,
+    clips or action chunks do not fit stops at once with the length to use, instead of the loader
+    rejecting every sample.
+    """
+    task = configured_task(spec)
+    missing = [m for m in task.modalities if getattr(toks, m, None) is None]
+    if missing:
+        raise ValueError(f"task {spec.task!r} needs the {missing} tokenizer(s); add them under tokenizers:")
+    if spec.answer_len <= 0:
+        raise ValueError(f"answer_len of task {spec.task!r} must be positive, got {spec.answer_len}")
+    needed = task.needed_answer_len(toks, dataset_manifest(spec.path))
+    if spec.answer_len < needed:
+        raise ValueError(f"task {spec.task!r} ({spec.path}): answer_len {spec.answer_len} is too short; its answers "
+                         f"need {needed} tokens with these tokenizers: set answer_len to at least {needed}")
+
+
 @dataclass
 class MixtureConfig:
     tasks: list[TaskDataConfig] = field(default_factory=lambda: [TaskDataConfig()])
+    root: str = ""  # relative task paths (here and in val_data) are read under this folder; the resolved
+    # config written into the run folder holds the joined paths
     batch_size: int = 8
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes (0: read and format in the training process)
@@ -160,12 +196,7 @@ class MixtureLoader:
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
         for t in cfg.tasks:
-            task = configured_task(t)  # validates the options early
-            missing = [m for m in task.modalities if getattr(toks, m, None) is None]
-            if missing:
-                raise ValueError(f"task {t.task!r} needs the {missing} tokenizer(s); add them under tokenizers:")
-            if t.answer_len <= 0:
-                raise ValueError(f"answer_len of task {t.task!r} must be positive, got {t.answer_len}")
+            check_task(t, toks)
         self.cfg, self.toks, self.vocab = cfg, toks, vocab
         self.rank, self.world_size = rank, world_size
         self.batches = 0
@@ -246,4 +277,4 @@ def build_mixture_loader(cfg: MixtureConfig, toks, vocab, *, rank: int = 0, worl
     return MixtureLoader(cfg, toks, vocab, rank=rank, world_size=world_size)
 
 
-__all__ = ["MixtureConfig", "MixtureLoader", "TaskDataConfig", "build_mixture_loader", "collate"]
+__all__ = ["MixtureConfig", "MixtureLoader", "TaskDataConfig", "build_mixture_loader", "check_task", "collate"]

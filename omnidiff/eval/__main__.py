@@ -25,7 +25,12 @@ def read_samples(path: str, split: str, num: int) -> list[dict]:
     from omnidiff.data.shards import ShardStream, split_shards
 
     stream = ShardStream(split_shards(path, split), shuffle=False)
-    return list(itertools.islice(iter(stream), num))
+    samples = []
+    for sample in itertools.islice(iter(stream), num):
+        if sample["__epoch__"] > 0:  # the stream loops forever; a split smaller than num is read once
+            break
+        samples.append(sample)
+    return samples
 
 
 def image_grid(rows: list[list], cell: int = 64, pad: int = 2):
@@ -86,9 +91,8 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
             few = samples[: max(1, min(num, 8))]  # Whisper runs twice per sample: keep it short
             metrics, records, waves = T.evaluate_tts(pipe, few, answer_len=n_ans)
             (out / "tts").mkdir(exist_ok=True)
-            for s, w in zip(few[:4], waves[:4], strict=False):
-                if len(w["array"]):
-                    sf.write(out / "tts" / f"{s['__key__']}.wav", w["array"], w["sample_rate"])
+            for s, w in zip(few[:4], waves[:4], strict=False):  # written even when empty: silence is a result
+                sf.write(out / "tts" / f"{s['__key__']}.wav", w["array"], w["sample_rate"])
         elif task == "vla":
             metrics, records = T.evaluate_vla(pipe, samples)
             if rollouts > 0:
@@ -113,9 +117,15 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
     summary_file = run / "summary.json"
     if summary_file.exists():
         results["training"] = {"val": json.loads(summary_file.read_text()).get("val", {})}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown(results))
+    _write_atomic(out / "results.md", markdown(results))
+    _write_atomic(out / "results.json", json.dumps(results, indent=2))  # last: `make` takes it as "done"
     return results
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def markdown(results: dict) -> str:

@@ -25,7 +25,10 @@ def test_evaluate_run_scores_every_task_and_writes_results(tmp_path):
     (run / "summary.json").write_text(json.dumps({"val": {"elbo": 3.5}}))
     results = evaluate_run(run, run / "results", num=3, rollouts=0)
     assert set(results) == {"caption:shapes", "vqa:shapes", "t2i:shapes", "training"}
-    assert 0 <= results["vqa:shapes"]["metrics"]["accuracy"] <= 1 and results["vqa:shapes"]["metrics"]["n"] == 3
+    # 40 scenes leave 2 in the val split: each is scored once, not repeated up to num=3
+    assert 0 <= results["vqa:shapes"]["metrics"]["accuracy"] <= 1 and results["vqa:shapes"]["metrics"]["n"] == 2
+    keys = [ex["key"] for ex in results["caption:shapes"]["examples"]]
+    assert len(keys) == len(set(keys)) == 2
     assert 0 <= results["t2i:shapes"]["metrics"]["objects_correct"] <= 1
     assert "shape_recall" in results["caption:shapes"]["metrics"]
     assert (run / "results" / "t2i.png").exists() and "| vqa:shapes |" in (run / "results" / "results.md").read_text()
