@@ -37,9 +37,9 @@ def build_text_tokenizer(root: Path) -> Path:
     return out
 
 
-def tiny_tokenizers():
+def tiny_tokenizers(proprio_dim: int = 3):
     """Real tokenizers of all four modalities, tiny and untrained (seeded): text BPE (300 ids), image VQ
-    (32 px -> 8x8 codes, K=16), audio mel RVQ (2 levels x 16), action bins (32, H=4, D=4, proprio 3)."""
+    (32 px -> 8x8 codes, K=16), audio mel RVQ (2 levels x 16), action bins (32, H=4, D=4, proprio 3 by default)."""
     import numpy as np
     import torch
 
@@ -56,11 +56,11 @@ def tiny_tokenizers():
                                            vq_embed_dim=8, codebook_size=16, norm_num_groups=8)),
         audio=AudioTokenizer(AudioCodecConfig(channels=16, latent_dim=16, levels=2, codebook_size=16,
                                               griffin_lim_iters=2, blocks=1)),
-        action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, 3)), horizon=4, bins=32),
+        action=ActionTokenizer.fit(rng.uniform(-1, 1, (200, 4)), rng.normal(size=(200, proprio_dim)), horizon=4, bins=32),
     )
 
 
-def build_multimodal_model(root: Path) -> Path:
+def build_multimodal_model(root: Path, proprio_dim: int = 3) -> Path:
     """An untrained `debug` model with real, tiny, untrained tokenizers of all four modalities, exported
     like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json)."""
     import json
@@ -68,7 +68,7 @@ def build_multimodal_model(root: Path) -> Path:
     from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
     from omnidiff.models.presets import preset_config
 
-    toks = tiny_tokenizers()
+    toks = tiny_tokenizers(proprio_dim)
     vocab = toks.build_vocab()
     model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab))
     out = root / "model"

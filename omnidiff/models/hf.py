@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from omnidiff.models.layers import RotaryEmbedding
+from omnidiff.models.layers import KVCache, RotaryEmbedding
 from omnidiff.models.moe import MoEFeedForward
 from omnidiff.models.transformer import Transformer, TransformerConfig
 from omnidiff.tokenization.vocab import Vocab
@@ -45,7 +45,7 @@ class OmniDiffConfig(PretrainedConfig):
 
 
 class OmniDiffModel(PreTrainedModel):
-    """`Transformer` behind the PreTrainedModel interface; ``forward`` passes straight through."""
+    """`Transformer` behind the PreTrainedModel interface; ``forward`` and ``new_cache`` pass straight through."""
 
     config_class = OmniDiffConfig
     base_model_prefix = "omnidiff"
@@ -73,6 +73,10 @@ class OmniDiffModel(PreTrainedModel):
 
     def forward(self, tokens: torch.Tensor, **kwargs):
         return self.model(tokens, **kwargs)
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model, so that ``generate`` takes the wrapper for every cache mode."""
+        return self.model.new_cache()
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)

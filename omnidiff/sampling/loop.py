@@ -9,6 +9,10 @@ commit some (a schedule count, or a confidence threshold) -> optional secondary 
 left to right (semi-autoregressive); a row stops early once a finished block holds <eos> followed by
 nothing but <eos>, and the rest of its answer is <eos>.
 
+The loop always ends: <mask> is never an allowed answer id, every step commits at least one token,
+remasking stops after ``block_len`` steps of a block, and a guard raises RuntimeError past
+``2 * block_len`` steps per block (at most ``1 + 2A + A / block_len`` forwards per model branch).
+
 Rows are independent: prompts are left-padded, each row draws its randomness from its own
 generator, and a row that has nothing left to do draws nothing, so a sample's tokens never depend on
 the rest of the batch.
@@ -32,6 +36,7 @@ from omnidiff.sampling.strategies import (
     select_threshold,
     select_top_k,
 )
+from omnidiff.sampling.validation import check_bool, check_int, check_real
 
 CACHES = ("none", "prefix", "block", "approx_prefix", "approx_dual")
 ATTENTIONS = ("prefix", "full", "block")
@@ -81,16 +86,22 @@ class SamplerConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; allowed: {list(STRATEGIES)}")
         if self.schedule not in COMMIT_SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; allowed: {list(COMMIT_SCHEDULES)}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.remask_threshold is not None and not 0.0 < self.remask_threshold < 1.0:
-            raise ValueError(f"remask_threshold must be in (0, 1), got {self.remask_threshold}")
-        if self.steps is not None and self.steps <= 0:
-            raise ValueError(f"steps must be positive, got {self.steps}")
-        if self.block_len is not None and self.block_len <= 0:
-            raise ValueError(f"block_len must be positive, got {self.block_len}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        check_int("steps", self.steps, optional=True)
+        check_int("block_len", self.block_len, optional=True)
+        check_real("shift_a", self.shift_a, low=0, low_open=True, hint="< 1 front-loads commits (default 1/3)")
+        check_real("threshold", self.threshold, low=0, high=1, low_open=True, hint="e.g. 0.9")
+        check_real("temperature", self.temperature, low=0, hint="0 decodes by argmax, > 0 samples (e.g. 0.7)")
+        check_real("guidance_scale", self.guidance_scale, optional=True, hint="e.g. 2.0, or None for no guidance")
+        check_real("remask_threshold", self.remask_threshold, low=0, high=1, low_open=True, high_open=True,
+                   optional=True, hint="e.g. 0.1, or None to keep every commit")
+        check_bool("early_stop", self.early_stop)
+        check_bool("shift", self.shift)
+        if isinstance(self.answer_specials, str) or not all(isinstance(t, str) for t in self.answer_specials):
+            raise ValueError(f"answer_specials must be a tuple of special-token names such as ('<eos>',), "
+                             f"got {self.answer_specials!r}")
+        if "<mask>" in self.answer_specials:
+            raise ValueError("answer_specials includes '<mask>': <mask> marks a column still to decode and can never "
+                             "be an answer token; remove it")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}; allowed: {list(ATTENTIONS)}")
         if self.cache not in CACHES:
@@ -178,7 +189,8 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
     """Decode ``answer_len`` tokens after each prompt.
 
     Args:
-        model: a `Transformer` (``forward(tokens, attention=, positions=, kv_cache=)``, ``new_cache()``).
+        model: a `Transformer` or `OmniDiffModel` (``forward(tokens, attention=, positions=, kv_cache=,
+            logits_columns=)``, ``new_cache()`` for the cached modes).
         prompts: list of 1-D LongTensors of global ids (or a [B, P] tensor).
         answer_len: answer columns A (answers end in <eos> padding when shorter).
         vocab: the model's `Vocab` (mask/pad/eos ids, the answer modality's id range).
@@ -192,9 +204,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             action chunk) then always come out well-formed.
     """
     prompts = _as_prompts(prompts)
-    B, A = len(prompts), answer_len
-    if A <= 0:
-        raise ValueError(f"answer_len must be positive, got {A}")
+    B, A = len(prompts), check_int("answer_len", answer_len)
     block_len = config.block_len or A
     if A % block_len:
         raise ValueError(f"block_len {block_len} must divide answer_len {A}; pick a divisor of {A}")
@@ -227,8 +237,14 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         allowed_AV = answer_layout.to(device)
     else:
         allowed_AV = vocab.modality_mask(answer_modality, specials=config.answer_specials).to(device).expand(A, -1)
-    gens = row_generators(generator, B)
     mask_id, eos_id = vocab.mask_id, vocab.eos_id
+    if allowed_AV[:, mask_id].any():
+        columns = allowed_AV[:, mask_id].nonzero().flatten().tolist()
+        raise ValueError(f"the answer may be <mask> (id {mask_id}) at columns {columns}: <mask> marks a column still "
+                         "to decode and can never be committed; clear it from answer_layout / answer_modality")
+    gens = row_generators(generator, B)
+    max_steps = 2 * block_len  # per block; what a threshold decode with remasking may take (see below)
+    max_forwards = len(denoisers) * (1 + num_blocks * (max_steps + 1))  # + the prompt and the end of each block
 
     start = time.perf_counter()
     answer = torch.full((B, A), mask_id, dtype=torch.long, device=device)
@@ -248,6 +264,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             masked = (answer[:, lo:hi] == mask_id) & ~done.view(-1, 1)
             if not masked.any():
                 break
+            _check_budget(step, max_steps, sum(d.nfe for d in denoisers), max_forwards, lo, hi)
             logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
             logits = logits.masked_fill(~allowed_AV[lo:hi], float("-inf"))
             active_B = masked.any(1)
@@ -255,6 +272,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             active = active_B.tolist()
             row_gens = None if gens is None else [g if a else None for g, a in zip(gens, active, strict=True)]
             ids, probs = propose(logits, config.temperature, row_gens)
+            _check_proposals(ids, probs, masked, allowed_AV[lo:hi], lo)
             scores = score(config.strategy, ids, probs, row_gens)
             last = config.strategy != "threshold" and step >= steps_per_block - 1
             if last:
@@ -268,7 +286,9 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
                 else:
                     commit = select_top_k(scores, masked, k)
             block = answer[:, lo:hi]
-            if config.remask_threshold is not None and not last:
+            # Remasking stops after block_len steps, so a threshold decode (which has no last step)
+            # cannot undo its commits forever: it then fills the block within block_len more steps.
+            if config.remask_threshold is not None and not last and step < block_len:
                 reset = remask_low_confidence(probs, block, committed_before, config.remask_threshold)
             else:
                 reset = torch.zeros_like(commit)
@@ -289,6 +309,26 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
              "tokens_per_step": A / max(float(row_steps.float().mean()), 1.0),
              "tokens_per_s": B * A / max(wall, 1e-9)}
     return SampleOutput(tokens=answer, stats=stats)
+
+
+def _check_budget(step: int, max_steps: int, forwards: int, max_forwards: int, lo: int, hi: int) -> None:
+    """Internal guard: no decode may take more steps per block or forwards than the strategies allow."""
+    if step >= max_steps or forwards >= max_forwards:
+        raise RuntimeError(f"decoding answer columns {lo}..{hi - 1} did not finish within {max_steps} steps per block / "
+                           f"{max_forwards} forwards (now {step} steps, {forwards} forwards): a sampler bug; "
+                           "please report it with the SamplerConfig used")
+
+
+def _check_proposals(ids_BN, probs_BNV, masked_BN, allowed_NV, lo: int) -> None:
+    """Every masked column must propose an allowed id from a real distribution (NaN probabilities
+    come from NaN or +inf logits, or from a column where every allowed id has logit -inf)."""
+    allowed = allowed_NV.gather(1, ids_BN.T).T
+    bad = masked_BN & (~allowed | probs_BNV.isnan().any(-1))
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise RuntimeError(f"row {row}, answer column {lo + col}: the logits are NaN or infinite, or give every allowed "
+                           "id probability 0, so nothing valid can be committed; check the model's weights and "
+                           "guidance_scale (a huge scale overflows float32)")
 
 
 def _block_logits(denoisers: list[Denoiser], answer_BA, lo: int, hi: int, guidance_scale: float | None) -> torch.Tensor:

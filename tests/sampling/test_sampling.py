@@ -196,3 +196,15 @@ def test_tokens_per_step_counts_each_rows_own_steps(model):
     assert out.stats["tokens_per_step"] == 2.0 and out.stats["tokens_per_forward"] == 8 / 5  # + the prefix forward
     one = generate(model, prompts()[:1], answer_len=8, vocab=VOCAB, config=SamplerConfig())
     assert one.stats["tokens_per_step"] == 1.0
+
+
+@pytest.mark.parametrize("mode", [dict(cache="none"), dict(cache="prefix"), dict(cache="approx_prefix"),
+                                  dict(cache="approx_dual"), dict(cache="block", attention="block")])
+def test_the_hugging_face_wrapper_decodes_with_every_cache(model, mode):
+    from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
+
+    wrapper = OmniDiffModel(OmniDiffConfig.from_parts(model.cfg, VOCAB))
+    wrapper.model.load_state_dict(model.state_dict())
+    cfg = SamplerConfig(block_len=4, steps=8, **mode)
+    ours = generate(wrapper, prompts(), answer_len=16, vocab=VOCAB, config=cfg)
+    assert torch.equal(ours.tokens, generate(model, prompts(), answer_len=16, vocab=VOCAB, config=cfg).tokens)
