@@ -112,8 +112,8 @@ def answer_log_likelihood(
         sl = slice(start, start + cfg.batch_size)
         b_x0, b_pad, b_ans, b_m = (t[sl].to(device) for t in (x0, pad, ans, masked))
         x_t = torch.where(b_m, torch.full_like(b_x0, cfg.mask_id), b_x0)
-        logits, _ = model_logits(model, x_t, b_x0, b_pad, b_ans, loss_cfg)
-        ce = F.cross_entropy(logits[b_m].float(), b_x0[b_m], reduction="none").double()
+        logits_NV, _ = model_logits(model, x_t, b_x0, b_pad, b_ans, b_m, loss_cfg)
+        ce = F.cross_entropy(logits_NV.float(), b_x0[b_m], reduction="none").double()
         rows = b_m.nonzero(as_tuple=True)[0]
         nll[sl] = torch.zeros(b_x0.shape[0], dtype=torch.float64, device=device).index_add(0, rows, ce).cpu()
     estimates = (nll * scale).view(len(answers), n)

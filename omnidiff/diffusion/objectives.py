@@ -1,4 +1,4 @@
-"""The masked-diffusion training loss (DESIGN.md section 5): `DiffusionLossConfig`, `diffusion_loss`.
+"""The masked-diffusion training loss (docs/design.md, "Training objective"): `DiffusionLossConfig`, `diffusion_loss`.
 
 For a batch of clean sequences x_0 (prefix + answer), draw a time t per sample (per block in block
 diffusion), mask each answer token with probability ``1 - alpha_t`` and score the model's
@@ -117,9 +117,15 @@ def check_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tokens, pad, ans
 
 
-def shift_logits(logits_BLV: torch.Tensor) -> torch.Tensor:
-    """out[:, j] = logits[:, j - 1] (column 0 repeats itself; it is never an answer position)."""
-    return torch.cat([logits_BLV[:, :1], logits_BLV[:, :-1]], dim=1)
+def shift_selection(masked_BL: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits predict the masked tokens under ``shift``: token j is read at j - 1.
+
+    The map j -> j - 1 keeps row-major order, so the selected logits line up with ``x_0[masked]``.
+    Column 0 is never an answer position (`_check_shift`).
+    """
+    sel = torch.zeros_like(masked_BL)
+    sel[:, :-1] = masked_BL[:, 1:]
+    return sel
 
 
 def attention_spec(cfg: DiffusionLossConfig, pad_BL: torch.Tensor, ans_BL: torch.Tensor) -> AttentionSpec:
@@ -132,21 +138,28 @@ def attention_spec(cfg: DiffusionLossConfig, pad_BL: torch.Tensor, ans_BL: torch
 
 
 def model_logits(model: nn.Module, x_t: torch.Tensor, x_0: torch.Tensor, pad: torch.Tensor, ans: torch.Tensor,
-                 cfg: DiffusionLossConfig, *, step: int = 0, generator: torch.Generator | None = None):
-    """(logits [B, L, V] aligned with the targets x_0, MoEAux or None) for the noised input ``x_t``."""
+                 masked: torch.Tensor, cfg: DiffusionLossConfig, *, step: int = 0,
+                 generator: torch.Generator | None = None):
+    """(logits [N, V] of the N masked positions, in the order of ``x_0[masked]``; MoEAux or None).
+
+    Only the positions a loss reads get logits: at this model size the LM head over every prefix
+    and unmasked column would cost more than the transformer trunk (an ASR prefix is 600+ codes).
+    """
     L = x_t.shape[1]
+    select = shift_selection(masked) if cfg.shift else masked
     if cfg.attention == "block":
-        logits, aux = model(block_input(x_t, x_0), attention=attention_spec(cfg, pad, ans), return_aux=True)
-        logits = logits[:, :L]  # the x_0 half only serves as context
-    elif cfg.attention == "causal" and cfg.anneal_steps and reveal_probability(step, cfg.anneal_steps) < 1.0:
+        select = torch.cat([select, torch.zeros_like(select)], 1)  # the x_0 half only serves as context
+        return model(block_input(x_t, x_0), attention=attention_spec(cfg, pad, ans), return_aux=True,
+                     logits_mask=select)
+    if cfg.attention == "causal" and cfg.anneal_steps and reveal_probability(step, cfg.anneal_steps) < 1.0:
         pattern = annealed_attention_mask(pad, reveal_probability(step, cfg.anneal_steps), generator=generator)
-        logits, aux = model(x_t, attention=AttentionSpec("full", padding_mask=pad, allowed=pattern), return_aux=True)
+        spec = AttentionSpec("full", padding_mask=pad, allowed=pattern)
+    elif cfg.attention == "causal" and cfg.anneal_steps:
+        spec = AttentionSpec("full", padding_mask=pad)  # annealing finished
     else:
         spec = attention_spec(cfg, pad, ans)
-        if cfg.attention == "causal" and cfg.anneal_steps:
-            spec = AttentionSpec("full", padding_mask=pad)  # annealing finished
-        logits, aux = model(x_t, attention=spec, return_aux=True)
-    return (shift_logits(logits) if cfg.shift else logits), aux
+    assert select.shape[1] == L
+    return model(x_t, attention=spec, return_aux=True, logits_mask=select)
 
 
 def _check_shift(pad: torch.Tensor, ans: torch.Tensor) -> None:
@@ -189,11 +202,11 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     else:
         x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
 
-    logits, aux = model_logits(model, x_t, x_0, pad, ans, cfg, step=step, generator=generator)
+    logits_NV, aux = model_logits(model, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)
     rows = x_0.shape[0]
     weight_BL = schedule.weight(t.view(rows, -1)).expand(rows, L)
     row_idx = masked.nonzero(as_tuple=True)[0]
-    ce = F.cross_entropy(logits[masked].float(), x_0[masked], reduction="none")
+    ce = F.cross_entropy(logits_NV.float(), x_0[masked], reduction="none")
     per_row = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce * weight_BL[masked])
     num_answer = ans.sum(1).to(per_row.dtype)
 
@@ -215,7 +228,7 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
         "ce_masked": float(ce.detach().mean()) if num_masked else 0.0,
     }
     if num_masked:
-        pred = logits[masked].detach().argmax(-1)
+        pred = logits_NV.detach().argmax(-1)
         metrics["acc_masked"] = float((pred == x_0[masked]).float().mean())
     if tasks:
         if len(tasks) != rows:

@@ -147,6 +147,7 @@ class Transformer(nn.Module):
         return_aux: bool = False,
         return_hidden: bool = False,
         logits_columns: slice | None = None,
+        logits_mask: torch.Tensor | None = None,
     ):
         """Logits [B, L, V] for ``tokens`` [B, L].
 
@@ -160,6 +161,10 @@ class Transformer(nn.Module):
                 block a sampler is filling. Exact: every column still feeds keys/values (and the
                 cache), but the last layer's queries, FFN, norm and LM head run on these columns
                 only. The last hidden state and the last layer's MoE statistics then cover only them.
+            logits_mask: bool [B, L]: return logits [N, V] of the N marked positions only (row-major
+                order, as ``logits[logits_mask]`` of the full forward), the ones a loss reads. The
+                trunk runs on every position; the final norm and the LM head (a [*, V] matmul, the
+                largest single cost at this size) skip the rest.
         """
         spec = as_spec(attention)
         B, L = tokens.shape
@@ -200,6 +205,11 @@ class Transformer(nn.Module):
                 hidden.append(x)
         if kv_cache is not None:
             kv_cache.commit_padding(pad_BL)
+        if logits_mask is not None:
+            if logits_columns is not None or logits_mask.shape != x.shape[:2]:
+                raise ValueError(f"logits_mask must be bool {tuple(x.shape[:2])} and cannot be combined with "
+                                 "logits_columns")
+            x = x[logits_mask]
         logits = self.lm_head(self.norm(x))
         out = (logits,)
         if return_aux:

@@ -31,8 +31,9 @@ class Uniform(nn.Module):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(()))
 
-    def forward(self, tokens, *, attention="full", return_aux=False):
-        return torch.zeros(*tokens.shape, VOCAB.size) + self.dummy, None
+    def forward(self, tokens, *, attention="full", return_aux=False, logits_mask=None):
+        logits = torch.zeros(*tokens.shape, VOCAB.size) + self.dummy
+        return (logits if logits_mask is None else logits[logits_mask]), None
 
 
 class Copier(nn.Module):
@@ -43,14 +44,15 @@ class Copier(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(()))
         self.clean = {len(p) + len(a): torch.cat([p, a]) for p, a in zip(prompts, answers, strict=True)}
 
-    def forward(self, tokens, *, attention="full", return_aux=False):
+    def forward(self, tokens, *, attention="full", return_aux=False, logits_mask=None):
         L = tokens.shape[1]
         rows = []
         for row, pad in zip(tokens, attention.padding_mask, strict=True):
             seq = row.clone()
             seq[pad] = self.clean[int(pad.sum())]
             rows.append(seq)
-        return 50.0 * nn.functional.one_hot(torch.stack(rows), VOCAB.size).float().view(-1, L, VOCAB.size), None
+        logits = 50.0 * nn.functional.one_hot(torch.stack(rows), VOCAB.size).float().view(-1, L, VOCAB.size)
+        return (logits if logits_mask is None else logits[logits_mask]), None
 
 
 def test_stratified_counts_cover_the_range():

@@ -44,10 +44,12 @@ class Oracle(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(()))
         self.targets, self.second, self.scale = targets, second, scale
 
-    def forward(self, tokens, *, attention="full", return_aux=False):
+    def forward(self, tokens, *, attention="full", return_aux=False, logits_mask=None):
         cols = self.targets if tokens.shape[1] == self.targets.shape[1] else torch.cat([self.targets, self.second], 1)
         cols = cols.repeat(tokens.shape[0] // cols.shape[0], 1)
         logits = self.scale * nn.functional.one_hot(cols, VOCAB.size).float() + self.dummy
+        if logits_mask is not None:
+            logits = logits[logits_mask]
         return (logits, None) if return_aux else logits
 
 
@@ -56,8 +58,10 @@ class Uniform(nn.Module):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(()))
 
-    def forward(self, tokens, *, attention="full", return_aux=False):
+    def forward(self, tokens, *, attention="full", return_aux=False, logits_mask=None):
         logits = torch.zeros(*tokens.shape, VOCAB.size) + self.dummy
+        if logits_mask is not None:
+            logits = logits[logits_mask]
         return (logits, None) if return_aux else logits
 
 

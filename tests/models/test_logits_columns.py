@@ -40,3 +40,24 @@ def test_sliced_logits_with_cache_extend_it_like_a_full_forward(model):
     for k_full, k_part in zip(full_cache.keys, part_cache.keys, strict=True):
         torch.testing.assert_close(k_part, k_full)
     assert torch.equal(full_cache.key_padding, part_cache.key_padding)
+
+
+@pytest.mark.parametrize("mode", ["full", "prefix", "block"])
+def test_logits_mask_gives_the_full_forwards_logits_at_the_marked_positions(model, mode):
+    L = 16
+    tokens = torch.randint(0, 300, (3, 2 * L if mode == "block" else L))
+    pad = torch.ones(3, L, dtype=torch.bool)
+    pad[2, :3] = False
+    spec = AttentionSpec(mode, padding_mask=pad, block_size=4 if mode == "block" else None,
+                         prefix_lengths=torch.tensor([6, 8, 5]) if mode == "prefix" else None)
+    select = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(1)) < 0.3
+    full, aux_full = model(tokens, attention=spec, return_aux=True)
+    part, aux_part = model(tokens, attention=spec, return_aux=True, logits_mask=select)
+    assert part.shape == (int(select.sum()), 300)
+    torch.testing.assert_close(part, full[select], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(aux_part.balance_loss, aux_full.balance_loss)  # the trunk is untouched
+
+
+def test_logits_mask_of_the_wrong_shape_is_refused(model):
+    with pytest.raises(ValueError, match="logits_mask must be bool"):
+        model(torch.randint(0, 300, (2, 10)), logits_mask=torch.ones(2, 9, dtype=torch.bool))
