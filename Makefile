@@ -119,9 +119,10 @@ $(RUN)/model/config.json: | $(DEMO_INPUTS)
 $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
 
-# The text recipe of the diffusion-core issue: ~50 min of text-only training (256-token answers; a
-# prefix-attention model and its block-attention twin),
-# generation, and the decoding benchmark on the trained model (speed table, time breakdown, quality).
+# The text recipes: a prefix-attention model (configs/text.yaml) and its block-attention twin
+# (configs/text_block.yaml) on 256-token answers, ~35 min of training each on 2 CPU cores, then
+# generation and the decoding benchmark on the trained models (speed table, time breakdown, quality):
+# ~75 min in all.
 demo-text: setup data-deps
 	$(PY) data/build_text.py --out $(D)/text --num 40000 --seed 0
 	$(PY) data/build_text.py --out $(D)/text_long --num 14000 --seed 0 --corpora kjv,wordnet,fortunes \

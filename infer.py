@@ -1,6 +1,6 @@
 """Run a trained model on one task: ``python infer.py <task> --model DIR [options]``.
 
-Every task of DESIGN.md section 10 goes through its pipeline (`omnidiff.pipelines`); the result is
+Every task goes through its pipeline (`omnidiff.pipelines`); the result is
 printed as JSON (decoding stats included) and images/audio are written where ``--out`` says.
 
     python infer.py text    --model runs/demo/model --prompt "In the beginning"

@@ -1,7 +1,7 @@
 """Pieces shared by the task formatters, and `collate` (task examples -> the batch dict).
 
 The task files in ``omnidiff/tasks/`` assemble ``prefix`` and ``answer`` from these helpers, so the
-layout rules of DESIGN.md section 3 live in one place: modality spans are wrapped in their bracket
+layout rules of docs/design.md ("Task sequences") live in one place: modality spans are wrapped in their bracket
 specials, images are flattened row-major without row separators, audio frames are interleaved by
 the audio tokenizer's ``to_global``, and fixed-content answers (images, audio, actions) are never
 cut: a sample whose answer does not fit its task's answer length is rejected with a ValueError,

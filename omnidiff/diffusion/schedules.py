@@ -1,4 +1,4 @@
-"""Noise schedules and time draws of the masked-diffusion forward process (DESIGN.md section 5).
+"""Noise schedules and time draws of the masked-diffusion forward process (docs/design.md, "Training objective").
 
 A schedule maps time ``t in [0, 1]`` to ``alpha_t``, the probability that a token is still clean;
 each answer token is masked with probability ``1 - alpha_t``. The continuous-time ELBO weights the

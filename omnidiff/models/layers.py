@@ -1,6 +1,6 @@
 """Transformer building blocks: RMSNorm, rotary embeddings, SwiGLU, attention, the mask builder, KV cache.
 
-All four attention modes of DESIGN.md section 4 come from ONE function, `build_attention_mask`,
+All four attention modes (docs/design.md, "Attention modes") come from ONE function, `build_attention_mask`,
 so the training forward, the uncached sampler and every cached sampler see the same rule:
 
 - ``full``   every query sees every (non-pad) key;

@@ -7,7 +7,7 @@ from omnidiff.pipelines.text import TextPipeline
 from omnidiff.pipelines.text_to_image import TextToImagePipeline
 from omnidiff.pipelines.vla import VLAPolicy
 
-CaptionPipeline = CaptioningPipeline  # the name DESIGN.md section 1 uses
+CaptionPipeline = CaptioningPipeline  # the shorter name the README uses
 
 PIPELINES = {"text": TextPipeline, "caption": CaptioningPipeline, "vqa": VQAPipeline, "t2i": TextToImagePipeline,
              "asr": ASRPipeline, "tts": TTSPipeline, "vla": VLAPolicy}

@@ -1,4 +1,4 @@
-"""Tasks: one file per task, all in one explicit dict (DESIGN.md section 3).
+"""Tasks: one file per task, all in one explicit dict (sequence formats: docs/design.md, "Task sequences").
 
 Keys are the task names used in configs, batches (``tasks``) and ``infer.py`` commands; the long
 names (``captioning``, ``text_to_image``) are accepted by `get_task` as aliases.

@@ -1,4 +1,4 @@
-"""The small interface every modality tokenizer shares (DESIGN.md section 7).
+"""The small interface every modality tokenizer shares (docs/design.md, "Tokenizers").
 
 A tokenizer maps raw data of one modality to *local* ids ``0..vocab_size-1`` and back. It owns
 one or more named ranges of the unified `Vocab` (``vocab_ranges``) and knows how to lay its local

@@ -1,6 +1,6 @@
 """The unified vocabulary: the one registry that owns every token id.
 
-Layout (DESIGN.md section 2): special tokens first, then one contiguous range per modality
+Layout (docs/design.md, "The vocabulary"): special tokens first, then one contiguous range per modality
 part, in the order they were added. A range has a `name` (unique, e.g. ``"text"``,
 ``"image"``, ``"audio.0"``) and a `modality` (``"text"``, ``"image"``, ``"audio"``,
 ``"action"``); several ranges may share a modality (one range per RVQ level of the audio

@@ -9,7 +9,7 @@ from omnidiff.models.transformer import Transformer
 
 
 def reference_allowed(mode, b, q, k, *, L, prefix=None, block=None, pad=None):
-    """Plain-Python statement of DESIGN.md section 4 for one (sample, query, key) triple."""
+    """The attention rules of docs/design.md in plain Python, for one (sample, query, key) triple."""
     if q == k:
         return True
     if pad is not None and not pad[b][k]:

@@ -1,4 +1,4 @@
-"""Task formatters: sequence layout of DESIGN.md section 3, answer lengths, deterministic choices, bad samples."""
+"""Task formatters: sequence layouts of docs/design.md, answer lengths, deterministic choices, bad samples."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""One example of every modality in ONE sequence of global ids, and every part decoded back (DESIGN.md 2, 7)."""
+"""One example of every modality in ONE sequence of global ids, and every part decoded back (docs/design.md)."""
 
 import numpy as np
 import torch
