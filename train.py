@@ -11,8 +11,7 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # DS_ACCELERATOR comes from train.device, in main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from omnidiff.config import load_config
-    from omnidiff.training.trainer import train
+    from omnidiff.training.accelerator import select_accelerator
 
     try:
         cfg = load_config(args.config, args.overrides)
+        select_accelerator(cfg.train.device)  # before the trainer imports deepspeed, which reads it once
+        from omnidiff.training.trainer import train
+
         summary = train(cfg, resume=args.resume)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

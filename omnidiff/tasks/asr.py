@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from omnidiff.data.formatting import audio_ids, require, specials, text_ids
-from omnidiff.tasks.base import pad_answer
+from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN, pad_answer
 
 
 def transcript(sample: dict) -> str:
@@ -31,3 +31,6 @@ class ASRTask:
     def format(self, sample: dict, toks, vocab, answer_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         prefix = self.prompt(toks, vocab, require(sample, "wav"))
         return prefix, pad_answer(text_ids(toks, vocab, transcript(sample)), answer_len, vocab.eos_id)
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        return MIN_TEXT_ANSWER_LEN

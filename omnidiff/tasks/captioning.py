@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from omnidiff.data.formatting import image_ids, require, sample_rng, specials, text_ids
-from omnidiff.tasks.base import pad_answer
+from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN, pad_answer
 
 
 def pick_caption(sample: dict) -> str:
@@ -50,3 +50,6 @@ class CaptioningTask:
         prefix = self.prompt(toks, vocab, require(sample, "png", "jpg", "jpeg"))
         answer = pad_answer(text_ids(toks, vocab, pick_caption(sample)), answer_len, vocab.eos_id)
         return prefix, answer
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        return MIN_TEXT_ANSWER_LEN

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from omnidiff.tasks.base import pad_answer
+from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN, pad_answer
 
 
 class TextTask:
@@ -29,3 +29,6 @@ class TextTask:
         cut = self.split(ids.numel())
         prefix = torch.cat([torch.tensor([vocab.bos_id]), ids[:cut]])
         return prefix, pad_answer(ids[cut:], answer_len, vocab.eos_id)
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        return MIN_TEXT_ANSWER_LEN

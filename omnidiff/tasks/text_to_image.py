@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from omnidiff.data.formatting import fit_answer, image_ids, require, sample_rng, specials, text_ids
+from omnidiff.data.formatting import fit_answer, image_ids, need, require, sample_rng, specials, text_ids
 from omnidiff.tasks.captioning import pick_caption
 
 
@@ -38,3 +38,7 @@ class TextToImageTask:
         prefix = self.prompt(toks, vocab, None if uncond else pick_caption(sample))
         answer = torch.cat([image_ids(toks, vocab, image), specials(vocab, "</image>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the image of sample {sample.get('__key__')}")
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        """Every image has the tokenizer's codes (images are resized to its size) and ``</image>``."""
+        return need(toks, "image").tokens_per_image + 1

@@ -7,13 +7,15 @@ transcript with ``<uncond>`` for classifier-free guidance, as in text_to_image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from omnidiff.data.formatting import audio_ids, fit_answer, require, sample_rng, specials, text_ids
+from omnidiff.data.formatting import audio_ids, fit_answer, need, require, sample_rng, specials, text_ids
 from omnidiff.tasks.asr import transcript
+from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN
 
 
 @dataclass
@@ -38,3 +40,15 @@ class TTSTask:
         prefix = self.prompt(toks, vocab, None if uncond else text)
         answer = torch.cat([audio_ids(toks, vocab, require(sample, "wav")), specials(vocab, "</audio>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the audio of sample {sample.get('__key__')}")
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        """The codes of the dataset's longest allowed clip and ``</audio>``.
+
+        build_speech.py records that bound (``max_seconds``, ``sample_rate``); without it the length
+        is unknown here and each sample is checked when it is formatted.
+        """
+        if "max_seconds" not in manifest:
+            return MIN_TEXT_ANSWER_LEN
+        rate = int(manifest.get("sample_rate", 16000))
+        longest = math.floor(float(manifest["max_seconds"]) * rate)  # the builder keeps len(wave) <= this
+        return need(toks, "audio").num_tokens(longest, rate) + 1

@@ -61,3 +61,13 @@ class VLATask:
         chunk = require(sample, "actions.npy", "npy")
         answer = torch.cat([action_ids(toks, vocab, chunk), specials(vocab, "</action>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the action chunk of sample {sample.get('__key__')}")
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        """One chunk of ``horizon`` steps x the action dims, and ``</action>``.
+
+        The horizon is the dataset's (build_robot.py records it) or else the one the action
+        tokenizer was fitted with.
+        """
+        action_tok = need(toks, "action")
+        horizon = int(manifest.get("horizon", action_tok.horizon))
+        return horizon * action_tok.action_dim + 1

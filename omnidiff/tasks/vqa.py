@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from omnidiff.data.formatting import require, sample_rng, specials, text_ids
-from omnidiff.tasks.base import pad_answer
+from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN, pad_answer
 from omnidiff.tasks.captioning import image_span_of
 
 
@@ -41,3 +41,6 @@ class VQATask:
         question, answer = pick_question(sample)
         prefix = self.prompt(toks, vocab, require(sample, "png", "jpg", "jpeg"), question)
         return prefix, pad_answer(text_ids(toks, vocab, answer), answer_len, vocab.eos_id)
+
+    def needed_answer_len(self, toks, manifest: dict) -> int:
+        return MIN_TEXT_ANSWER_LEN

@@ -287,6 +287,19 @@ class AudioTokenizer:
     def tokens_per_second(self) -> float:
         return self.config.frames_per_second * self.config.levels
 
+    def num_tokens(self, num_samples: int, sample_rate: int) -> int:
+        """How many global ids `encode` then `to_global` make of ``num_samples`` samples at ``sample_rate``.
+
+        Exact, without running the codec: the wave is resampled to the codec's rate (length rounded
+        up, as torchaudio does), the mel spectrogram has centred frames (``samples // hop + 1``), and
+        the encoder makes one code frame per ``downsample`` mel frames after padding to a multiple.
+        """
+        cfg = self.config
+        samples = -(-num_samples * cfg.sample_rate // sample_rate)
+        mel_frames = samples // cfg.hop_length + 1
+        return -(-mel_frames // cfg.downsample) * cfg.levels
+
+
     @property
     def vocab_size(self) -> int:
         return self.config.levels * self.config.codebook_size

@@ -2,8 +2,10 @@
 
 The model stays a plain single-device `nn.Module`; this module wraps it from outside
 (STYLE.md 1). On CPU the process group uses gloo and training runs in fp32; on GPU NCCL and
-bf16. A single process started without a launcher gets a one-rank group on a free local port, so
-``python train.py`` and ``torchrun --nproc_per_node N train.py`` run the same code.
+bf16. DeepSpeed's accelerator must match ``train.device``: ``train.py`` sets ``DS_ACCELERATOR``
+from it before this module is imported (`omnidiff.training.accelerator`) and `init_distributed`
+checks it. A single process started without a launcher gets a one-rank group on a free local
+port, so ``python train.py`` and ``torchrun --nproc_per_node N train.py`` run the same code.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Callable
 import deepspeed
 import torch
 import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
 from torch import nn
 
 from omnidiff.config import DistributedConfig, OptimConfig
+from omnidiff.training.accelerator import accelerator_for
 
 
 def _free_port() -> int:
@@ -27,8 +31,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_accelerator(device: str) -> None:
+    """A ValueError unless DeepSpeed's accelerator (fixed when it was imported) is the one ``device``
+    needs and, for ``cuda``, a GPU is visible (before NCCL fails less clearly)."""
+    wanted, running = accelerator_for(device), get_accelerator().device_name()
+    if running != wanted:
+        raise ValueError(f"DeepSpeed runs on its {running} accelerator but train.device={device!r} needs {wanted}: "
+                         f"set DS_ACCELERATOR={wanted} before omnidiff.training is imported (train.py sets it "
+                         f"from train.device)")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device is {device!r} but no GPU is visible; use train.device=cpu")
+
+
 def init_distributed(cfg: DistributedConfig, device: str) -> tuple[int, int]:
     """(rank, world_size) after joining (or creating) the process group."""
+    check_accelerator(device)
     if not dist.is_initialized():
         if "RANK" not in os.environ:  # plain `python train.py`: a one-process group
             os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",

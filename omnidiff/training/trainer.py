@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from omnidiff.config import RunConfig, to_dict
-from omnidiff.data.mixing import MixtureConfig, build_mixture_loader
+from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
 from omnidiff.diffusion.objectives import diffusion_loss
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
@@ -136,6 +136,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     if not cfg.tokenizers:
         raise ValueError("the config names no tokenizers; set tokenizers.text (and the other modalities) to folders")
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
+    for spec in [*cfg.data.tasks, *cfg.val_data]:  # and on answers that cannot fit their answer_len
+        check_task(spec, toks)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))

@@ -57,6 +57,7 @@ class StubText(_Stub):
 class StubImage(_Stub):
     modality, range_name = "image", "image"
     image_size = 32
+    tokens_per_image = (32 // 8) ** 2
 
     def vocab_ranges(self):
         return {"image": 16}
@@ -89,6 +90,10 @@ class StubAudio(_Stub):
     def decode(self, ids):
         return torch.repeat_interleave(ids[:, 0].float() / 16, self.hop)
 
+    def num_tokens(self, num_samples, sample_rate):
+        assert sample_rate == 16000
+        return max(1, num_samples // self.hop) * 2
+
     def to_global(self, vocab, local_ids):
         cols = [vocab.to_global(f"audio_l{k}", local_ids[:, k]) for k in range(local_ids.shape[1])]
         return torch.stack(cols, dim=1).reshape(-1)
@@ -100,6 +105,7 @@ class StubAudio(_Stub):
 
 class StubAction(_Stub):
     modality, range_name = "action", "action"
+    horizon, action_dim = 4, 4  # as robot_sample makes them
 
     def vocab_ranges(self):
         return {"action": 32}
