@@ -1,6 +1,6 @@
 """The small protocol every task shares: a sample from the shards -> (prefix ids, answer ids).
 
-Both are 1-D LongTensors of global ids (DESIGN.md section 3). The answer comes back exactly
+Both are 1-D LongTensors of global ids (docs/design.md, "Task sequences"). The answer comes back exactly
 ``answer_len`` long: cut when longer, padded with <eos> when shorter (the model learns where to
 stop). The prefix is never masked; the answer is what the model learns to fill in.
 

@@ -1,7 +1,7 @@
 """DeepSpeed: process group, engine and ZeRO config. The only module that imports ``deepspeed``.
 
 The model stays a plain single-device `nn.Module`; this module wraps it from outside
-(STYLE.md 1). On CPU the process group uses gloo and training runs in fp32; on GPU NCCL and
+(model code never sees ranks). On CPU the process group uses gloo and training runs in fp32; on GPU NCCL and
 bf16. DeepSpeed's accelerator must match ``train.device``: ``train.py`` sets ``DS_ACCELERATOR``
 from it before this module is imported (`omnidiff.training.accelerator`) and `init_distributed`
 checks it. A single process started without a launcher gets a one-rank group on a free local
