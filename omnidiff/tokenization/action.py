@@ -1,4 +1,4 @@
-"""Action tokenizer: continuous robot actions (and proprioceptive state) <-> uniform bins (DESIGN.md section 7).
+"""Action tokenizer: continuous robot actions (and proprioceptive state) <-> uniform bins (docs/design.md).
 
 Each action dimension is normalised with statistics fitted on a dataset: values are clipped to the
 dimension's [1st, 99th] percentile range and mapped linearly to [-1, 1], which is then cut into

@@ -138,7 +138,7 @@ class VQOutput:
 
 
 class ImageTokenizer:
-    """RGB image <-> ``[h, w]`` grid of VQ codes (DESIGN.md section 7).
+    """RGB image <-> ``[h, w]`` grid of VQ codes (docs/design.md, "Tokenizers").
 
     Example:
         >>> tok = ImageTokenizer(PRESETS["debug"])
