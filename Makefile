@@ -6,7 +6,6 @@ STAMP := $(VENV)/.omnidiff-setup
 DATA_STAMP := $(VENV)/.omnidiff-data-deps
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export DS_ACCELERATOR ?= cpu
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
@@ -20,7 +19,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-data.txt
 	$(PIP) install -q -r requirements.txt -r requirements-data.txt
 	$(PIP) install -q --no-deps -e .
 	@# DeepSpeed JIT-compiles its CPU shared-memory comm op on first init_distributed (~50 s): do it once here.
-	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
+	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()"
 	touch $(STAMP)
 
 data-deps: $(DATA_STAMP)
