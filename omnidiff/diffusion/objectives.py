@@ -16,6 +16,8 @@ mask-rate clip it only covers the clipped range; evaluate with `likelihood.py` i
 Options:
 - ``complementary`` (LaViDa): two copies per sample with complementary masked sets, rates p and 1 - p;
   each copy is scored only where it is masked; the ELBO is the mean of the two copies' estimates.
+  With ``share_prefix`` (prefix attention) both copies sit in one row against one encoding of the
+  prefix (`packing.py`): the same loss, the prefix computed once.
 - ``attention="block"`` (BD3-LM): per-block times, input ``x_t ⊕ x_0``; only the x_t half is scored.
 - ``shift`` (AR-initialised models): the prediction of token j is read from logits[j - 1].
 - ``attention="causal"`` with ``anneal_steps = N`` (DiffuLLaMA): each causally hidden pair becomes
@@ -40,6 +42,7 @@ from omnidiff.diffusion.masking import (
     per_block_values,
     reveal_probability,
 )
+from omnidiff.diffusion.packing import pack_copies, packed_values
 from omnidiff.diffusion.schedules import NoiseSchedule, TimeSampler
 from omnidiff.models.layers import AttentionSpec
 
@@ -61,6 +64,8 @@ class DiffusionLossConfig:
     mask_rate_clip: tuple[float, float] | None = None  # BD3-LM (beta, omega)
     normalization: str = "token"  # "token" | "answer_length"
     complementary: bool = False
+    share_prefix: bool = False  # complementary copies under prefix attention share one prefix encoding
+    # (packing.py): same loss and gradients, the prefix computed once instead of twice
     attention: str = "prefix"  # "prefix" | "full" | "block" | "causal"
     block_size: int | None = None  # for attention="block"
     shift: bool = False  # logits at i predict token i + 1 (AR-initialised models)
@@ -81,6 +86,9 @@ class DiffusionLossConfig:
         if self.attention == "block" and self.shift:
             raise ValueError("shift is not defined for block diffusion (a block's first token would be read "
                              "from the previous block); use shift with 'full', 'prefix' or 'causal' attention")
+        if self.share_prefix and not (self.complementary and self.attention == "prefix" and not self.shift):
+            raise ValueError("share_prefix packs complementary copies against one prefix encoding: it needs "
+                             "complementary=true, attention='prefix' and shift=false")
         if self.anneal_steps < 0 or (self.anneal_steps and self.attention != "causal"):
             raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and is only used with attention='causal'")
         self.time_sampler()  # validates schedule, sampling, eps and clip
@@ -195,20 +203,33 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
         t = sampler.sample(B, generator=generator, device=device)
     rate = schedule.mask_rate(t)
     tasks = list(batch.get("tasks") or [])
-    if cfg.complementary:
+    if cfg.complementary and cfg.share_prefix:  # both copies in one row each, one prefix encoding
         x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
-        t = torch.cat([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
-        x_0, pad, ans, tasks = torch.cat([x_0, x_0]), torch.cat([pad, pad]), torch.cat([ans, ans]), tasks * 2
+        packed = pack_copies(pad, ans, [x_t[:B], x_t[B:]], [masked[:B], masked[B:]])
+        t_CB = torch.stack([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
+        spec = AttentionSpec("full", padding_mask=packed.padding_mask, allowed=packed.allowed)
+        logits_NV, aux = model(packed.tokens, attention=spec, positions=packed.positions, return_aux=True,
+                               logits_mask=packed.masked)
+        masked, rows = packed.masked, B
+        targets = torch.cat([x_0, x_0[:, L - packed.width:]], 1)[masked]
+        weight_BL = packed_values(schedule.weight(t_CB), L, packed.width)
+        num_answer = 2 * ans.sum(1)
     else:
-        x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
-
-    logits_NV, aux = model_logits(model, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)
-    rows = x_0.shape[0]
-    weight_BL = schedule.weight(t.view(rows, -1)).expand(rows, L)
+        if cfg.complementary:
+            x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
+            t = torch.cat([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
+            x_0, pad, ans, tasks = torch.cat([x_0, x_0]), torch.cat([pad, pad]), torch.cat([ans, ans]), tasks * 2
+        else:
+            x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
+        logits_NV, aux = model_logits(model, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)
+        rows = x_0.shape[0]
+        targets = x_0[masked]
+        weight_BL = schedule.weight(t.view(rows, -1)).expand(rows, L)
+        num_answer = ans.sum(1)
     row_idx = masked.nonzero(as_tuple=True)[0]
-    ce = F.cross_entropy(logits_NV.float(), x_0[masked], reduction="none")
+    ce = F.cross_entropy(logits_NV.float(), targets, reduction="none")
     per_row = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce * weight_BL[masked])
-    num_answer = ans.sum(1).to(per_row.dtype)
+    num_answer = num_answer.to(per_row.dtype)
 
     elbo = per_row.sum() / num_answer.sum()
     diff_loss = elbo if cfg.normalization == "token" else (per_row / num_answer).mean()
@@ -223,16 +244,16 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
         "elbo": float(elbo.detach()),
         "moe_balance": float(balance.detach()),
         "moe_z": float(z.detach()),
-        "mask_rate": num_masked / max(1, int(ans.sum())),
+        "mask_rate": num_masked / max(1, int(num_answer.sum())),
         "num_masked": float(num_masked),
         "ce_masked": float(ce.detach().mean()) if num_masked else 0.0,
     }
     if num_masked:
         pred = logits_NV.detach().argmax(-1)
-        metrics["acc_masked"] = float((pred == x_0[masked]).float().mean())
+        metrics["acc_masked"] = float((pred == targets).float().mean())
     if tasks:
         if len(tasks) != rows:
-            raise ValueError(f"batch['tasks'] has {len(tasks) // (2 if cfg.complementary else 1)} names for {B} samples")
+            raise ValueError(f"batch['tasks'] has {len(tasks) // (rows // B)} names for {B} samples")
         per_row_d, num_answer_d = per_row.detach(), num_answer.detach()
         for task in sorted(set(tasks)):
             sel = torch.tensor([name == task for name in tasks], device=device)
