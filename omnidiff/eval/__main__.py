@@ -44,11 +44,54 @@ def image_grid(rows: list[list], cell: int = 64, pad: int = 2):
     return grid
 
 
+def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Path, *, rollouts: int = 0,
+                  num: int | None = None) -> tuple[dict, list[dict]]:
+    """(metrics, records) of one task's pipeline on ``samples``; pictures and sounds go into ``out``."""
+    from omnidiff.eval import tasks as T
+
+    n_ans, num = answer_len, num or len(samples)
+    if task == "caption":
+        metrics, records = T.evaluate_caption(pipe, samples, answer_len=n_ans)
+    elif task == "vqa":
+        metrics, records = T.evaluate_vqa(pipe, samples, answer_len=n_ans)
+    elif task == "t2i":
+        metrics, records, images = T.evaluate_t2i(pipe, samples, guidance_scale=2.0, answer_len=n_ans)
+        scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
+        image_grid([[s["png"] for s in scenes[:12]], images[:12]]).save(out / "t2i.png")
+        metrics["grid"] = "t2i.png"
+    elif task == "asr":
+        metrics, records = T.evaluate_asr(pipe, samples, answer_len=n_ans)
+    elif task == "tts":
+        import soundfile as sf
+
+        few = samples[: max(1, min(num, 8))]  # Whisper runs twice per sample: keep it short
+        metrics, records, waves = T.evaluate_tts(pipe, few, answer_len=n_ans)
+        (out / "tts").mkdir(exist_ok=True)
+        for s, w in zip(few[:4], waves[:4], strict=False):  # written even when empty: silence is a result
+            sf.write(out / "tts" / f"{s['__key__']}.wav", w["array"], w["sample_rate"])
+    elif task == "vla":
+        metrics, records = T.evaluate_vla(pipe, samples)
+        if rollouts > 0:
+            from omnidiff.eval.sim import success_rates
+
+            robot_tasks = sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
+            rates, episodes = success_rates(pipe, robot_tasks, list(range(10_000, 10_000 + rollouts)))
+            metrics["sim_success"] = {k: round(v, 3) for k, v in rates.items()}
+            strips = [e.frames for e in episodes[:6] if e.frames]
+            if strips:
+                image_grid(strips).save(out / "vla_rollouts.png")
+                metrics["filmstrips"] = "vla_rollouts.png"
+    elif task == "text":
+        metrics, records = T.evaluate_text(pipe, samples, n_ans)
+    else:
+        raise ValueError(f"no evaluator for task {task!r}")
+    return metrics, records
+
+
 def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val") -> dict:
     import yaml
     from tqdm import tqdm
 
-    from omnidiff.eval import tasks as T
     from omnidiff.pipelines import PIPELINES
 
     config_file = run / "config.yaml"
@@ -74,44 +117,7 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         n_ans = int(spec["answer_len"])  # decode with the answer length this dataset was trained with
         if not samples:
             raise ValueError(f"{path} has no {split} samples to evaluate {task} on")
-        if task == "caption":
-            metrics, records = T.evaluate_caption(pipe, samples, answer_len=n_ans)
-        elif task == "vqa":
-            metrics, records = T.evaluate_vqa(pipe, samples, answer_len=n_ans)
-        elif task == "t2i":
-            metrics, records, images = T.evaluate_t2i(pipe, samples, guidance_scale=2.0, answer_len=n_ans)
-            scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
-            image_grid([[s["png"] for s in scenes[:12]], images[:12]]).save(out / "t2i.png")
-            metrics["grid"] = "t2i.png"
-        elif task == "asr":
-            metrics, records = T.evaluate_asr(pipe, samples, answer_len=n_ans)
-        elif task == "tts":
-            import soundfile as sf
-
-            few = samples[: max(1, min(num, 8))]  # Whisper runs twice per sample: keep it short
-            metrics, records, waves = T.evaluate_tts(pipe, few, answer_len=n_ans)
-            (out / "tts").mkdir(exist_ok=True)
-            for s, w in zip(few[:4], waves[:4], strict=False):  # written even when empty: silence is a result
-                sf.write(out / "tts" / f"{s['__key__']}.wav", w["array"], w["sample_rate"])
-        elif task == "vla":
-            metrics, records = T.evaluate_vla(pipe, samples)
-            if rollouts > 0:
-                from omnidiff.eval.sim import success_rates
-
-                robot_tasks = sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
-                rates, episodes = success_rates(pipe, robot_tasks, list(range(10_000, 10_000 + rollouts)))
-                metrics["sim_success"] = {k: round(v, 3) for k, v in rates.items()}
-                strips = [e.frames for e in episodes[:6] if e.frames]
-                if strips:
-                    image_grid(strips).save(out / "vla_rollouts.png")
-                    metrics["filmstrips"] = "vla_rollouts.png"
-        elif task == "text":
-            prompts = [" ".join(s["txt"].split()[:12]) for s in samples[:8]]
-            continuations = pipe(prompts, answer_len=n_ans)
-            records = [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations, strict=True)]
-            metrics = {"n": len(prompts)}
-        else:
-            raise ValueError(f"no evaluator for task {task!r}")
+        metrics, records = evaluate_task(task, pipe, samples, n_ans, out, rollouts=rollouts, num=num)
         metrics["decode"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in pipe.last_stats.items()}
         results[name] = {"metrics": metrics, "examples": records[:8]}
     summary_file = run / "summary.json"

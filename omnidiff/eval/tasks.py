@@ -14,7 +14,8 @@ digit label, the transcript, the recorded action chunk.
 - asr: word error rate against the transcript.
 - tts: word error rate of Whisper tiny.en on the generated speech (and on the original recording,
   the ceiling).
-- vla: mean absolute error of the predicted action chunk, in robot units and in bins.
+- vla: mean absolute error of the predicted action chunk, in robot units and in bins, and the share
+  of chunks whose mean error is under one bin.
 """
 
 from __future__ import annotations
@@ -146,4 +147,26 @@ def evaluate_vla(policy, samples: list[dict], **kwargs) -> tuple[dict, list[dict
         records.append({"key": s["__key__"], "task": meta.get("task"), "mae": round(errors[-1], 4),
                         "first_action": [round(float(v), 3) for v in chunk[0]],
                         "true_first_action": [round(float(v), 3) for v in truth[0]]})
-    return {"action_mae": _mean(errors), "action_mae_bins": _mean(in_bins), "n": len(samples)}, records
+    return {"action_mae": _mean(errors), "action_mae_bins": _mean(in_bins),
+            "within_one_bin": _mean([float(e < 1.0) for e in in_bins]), "n": len(samples)}, records
+
+
+def evaluate_text(pipe, samples: list[dict], answer_len: int, **kwargs) -> tuple[dict, list[dict]]:
+    """Continue each sample's own prompt (the split `TextTask` trains on) and compare with its text.
+
+    ``token_accuracy`` is the share of answer columns (the reference's ``<eos>`` padding included)
+    the decoder got right; ``exact`` the share of continuations right in every column.
+    """
+    from omnidiff.tasks import get_task
+
+    task, toks, vocab = get_task("text"), pipe.tokenizers, pipe.vocab
+    pairs = [task.format(s, toks, vocab, answer_len) for s in samples]
+    answers, _ = pipe.decode([p for p, _ in pairs], answer_len, **kwargs)
+    records, accuracy, exact = [], [], []
+    for s, (prefix, ref), got in zip(samples, pairs, answers, strict=True):
+        same = (got.cpu() == ref).float()
+        accuracy.append(float(same.mean()))
+        exact.append(float(same.all()))
+        records.append({"key": s["__key__"], "prompt": pipe.text_of(prefix[1:]), "reference": pipe.text_of(ref),
+                        "continuation": pipe.text_of(got), "token_accuracy": round(accuracy[-1], 4)})
+    return {"token_accuracy": _mean(accuracy), "exact": _mean(exact), "n": len(samples)}, records
