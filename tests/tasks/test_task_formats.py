@@ -1,5 +1,7 @@
 """Task formatters: sequence layouts of docs/design.md, answer lengths, deterministic choices, bad samples."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -35,8 +37,20 @@ def test_caption_layout():
     assert text_of(answer) in sample["json"]["captions"]
 
 
-def test_caption_choice_is_fixed_per_epoch_and_varies_across_epochs():
+def test_caption_default_is_the_canonical_caption_every_epoch():
     task = get_task("caption")
+    answers = {text_of(task.format({**shapes_sample(3), "__epoch__": e, "__shard__": "x.tar"}, TOKS, VOCAB, 40)[1])
+               for e in range(8)}
+    assert answers == {shapes_sample(3)["txt"]}
+
+
+def test_caption_option_must_be_known():
+    with pytest.raises(ValueError, match="'captions' must be one of"):
+        dataclasses.replace(get_task("caption"), captions="all")
+
+
+def test_random_caption_choice_is_fixed_per_epoch_and_varies_across_epochs():
+    task = dataclasses.replace(get_task("caption"), captions="random")
     seen = set()
     for epoch in range(8):
         sample = {**shapes_sample(3), "__epoch__": epoch, "__shard__": "x.tar"}
