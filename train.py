@@ -5,7 +5,6 @@ Multi-process: ``torchrun --nproc_per_node N train.py --config ...`` (see docs/t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -15,11 +14,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # DS_ACCELERATOR comes from train.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train an OmniDiff model on a task mixture.")
+    from omnidiff.cli import Parser, report
+
+    parser = Parser(prog="train.py", description="Train an OmniDiff model on a task mixture.")
     parser.add_argument("--config", help="YAML recipe (configs/*.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 train.steps=200")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as err:  # a usage error, as one line
+        return report(err)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from omnidiff.config import load_config
@@ -31,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         from omnidiff.training.trainer import train
 
         summary = train(cfg, resume=args.resume)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:  # bad config, overrides, paths or data (FileNotFoundError is an OSError)
+        return report(err)
     if summary["rank"] == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "val", "checkpoint", "model")}))
     return 0

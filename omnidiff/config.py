@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,7 +38,16 @@ class OptimConfig:
     warmup_steps: int = 50
     decay: str = "cosine"  # "cosine" | "wsd" (warm-up, stable, then linear decay over decay_fraction)
     decay_fraction: float = 0.2
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0: no clipping
+
+    def __post_init__(self):
+        check_numbers("optim", self, lr=(0, None, "open"), min_lr_ratio=(0, 1), weight_decay=(0, None),
+                      warmup_steps=(0, None), decay_fraction=(0, 1, "open"), grad_clip=(0, None))
+        if self.decay not in ("cosine", "wsd"):
+            raise ValueError(f"optim.decay must be 'cosine' or 'wsd', got {self.decay!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, list | tuple) else ()
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.95]; got {self.betas!r}")
 
 
 @dataclass
@@ -47,6 +57,11 @@ class DistributedConfig:
     grad_accum: int = 1
     offload_optimizer: bool = False
     backend: str | None = None  # None: gloo on CPU, nccl on GPU
+
+    def __post_init__(self):
+        check_numbers("distributed", self, zero_stage=(0, 3), grad_accum=(1, None))
+        if self.dtype not in ("fp32", "bf16"):
+            raise ValueError(f"distributed.dtype must be 'fp32' or 'bf16', got {self.dtype!r}")
 
 
 @dataclass
@@ -65,6 +80,13 @@ class TrainConfig:
     tensorboard: bool = True
     export: bool = True  # write an OmniDiffModel folder (from_pretrained) at the end
 
+    def __post_init__(self):
+        check_numbers("train", self, steps=(1, None), seed=(0, None), log_every=(1, None), eval_every=(0, None),
+                      eval_batches=(1, None), save_every=(0, None), stop_at=(0, None), sample_every=(0, None),
+                      sample_prompts=(0, None))
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"train.out must name the run folder, e.g. runs/my_run; got {self.out!r}")
+
 
 @dataclass
 class RunConfig:
@@ -76,6 +98,23 @@ class RunConfig:
     data: MixtureConfig = field(default_factory=MixtureConfig)
     val_data: list[TaskDataConfig] = field(default_factory=list)
     tokenizers: dict = field(default_factory=dict)  # {"text": "runs/text_recipe/tokenizer", ...}
+
+
+def check_numbers(section: str, obj, **bounds: tuple) -> None:
+    """Refuse fields of ``obj`` that are not finite numbers in their bounds.
+
+    ``bounds`` maps a field to ``(low, high)`` or ``(low, high, "open")`` (low excluded); None is
+    unbounded. Whole-number fields (annotated ``int``) must hold integers.
+    """
+    for name, (low, high, *low_open) in bounds.items():
+        value = getattr(obj, name)
+        whole = any(f.name == name and f.type in (int, "int") for f in dataclasses.fields(obj))
+        if isinstance(value, bool) or not isinstance(value, int if whole else int | float) or not math.isfinite(value):
+            raise ValueError(f"{section}.{name} must be {'an integer' if whole else 'a finite number'}, got {value!r}")
+        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            where = (f"in {'(' if low_open else '['}{low}, {high}]" if high is not None
+                     else f"{'>' if low_open else '>='} {low}")
+            raise ValueError(f"{section}.{name} must be {where}, got {value!r}")
 
 
 def _nearest(key: str, valid: list[str]) -> str:
@@ -128,13 +167,25 @@ def _coerce(value, tp, path: str):
         origin = typing.get_origin(tp)
     if tp is float and not isinstance(value, bool):
         try:
-            return float(value)  # YAML reads "3e-4" as a string
+            number = float(value)  # YAML reads "3e-4" as a string
         except (TypeError, ValueError):
             raise ValueError(f"{path} must be a number, got {value!r}") from None
-    if tp in (int, str, bool) and not isinstance(value, tp):
+        if not math.isfinite(number):
+            raise ValueError(f"{path} must be a finite number, got {value!r}")
+        return number
+    if tp in (int, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
         raise ValueError(f"{path} must be {tp.__name__}, got {value!r}")
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{path} must be a list, e.g. [0.9, 0.95]; got {value!r}")
+        items = typing.get_args(tp)
+        if items and items[-1] is not Ellipsis:
+            if len(value) != len(items):
+                raise ValueError(f"{path} must be a list of {len(items)} values, got {value!r}")
+            return tuple(_coerce(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, items, strict=True)))
         return tuple(value)
+    if (tp is dict or origin is dict) and not isinstance(value, dict):
+        raise ValueError(f"{path} must be a mapping (key: value), got {value!r}")
     return value
 
 
@@ -154,7 +205,15 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        key = key.strip()
+        if not all(key.split(".")):
+            raise ValueError(f"override {item!r} needs a dotted key before '=', e.g. optim.lr=3e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: {raw!r} is not a YAML value ({getattr(err, 'problem', None) or err}); "
+                             "quote strings and close brackets") from None
+        _set_dotted(tree, key, value)
     return tree
 
 
@@ -171,10 +230,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"config file {path} does not exist (recipes live in configs/)")
+        if not path.is_file():
+            raise ValueError(f"config path {path} is not a file; pass a YAML recipe such as configs/text.yaml")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ValueError(f"config file {path} is not UTF-8 text; pass a YAML recipe") from None
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"config file {path} must map sections to settings (model:, optim:, train:, data:, ...), "
+                         f"not hold a {type(tree).__name__}")
     tree = _merge(tree, parse_overrides(list(overrides)))
     return _resolve_data_root(_build(RunConfig, tree, ""))
 

@@ -140,8 +140,8 @@ class _BatchMaker:
                 self.format_errors += 1
                 log.warning("skipping sample %s of %s (task %s): %s", sample.get("__key__"), sample.get("__shard__"),
                             spec.task, err)
-        raise RuntimeError(f"{MAX_CONSECUTIVE_FORMAT_ERRORS} samples in a row of task {spec.task!r} ({spec.path}) "
-                           f"could not be formatted; see the warnings above (answer_len {spec.answer_len} too short?)")
+        raise ValueError(f"{MAX_CONSECUTIVE_FORMAT_ERRORS} samples in a row of task {spec.task!r} ({spec.path}) "
+                         f"could not be formatted; see the warnings above (answer_len {spec.answer_len} too short?)")
 
     def make(self, batch_index: int) -> dict:
         rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])

@@ -53,23 +53,27 @@ def decode_member(ext: str, data: bytes):
     if ext == "wav":
         import soundfile as sf
 
-        _check_wav_length(data)
+        check_wav_length(data)
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
         return {"array": wave, "sample_rate": sr}
     return data
 
 
-def _check_wav_length(data: bytes) -> None:
-    """Refuse a WAV whose data chunk is shorter than its header says (libsndfile would read it silently)."""
+def check_wav_length(data: bytes, file_size: int | None = None) -> None:
+    """Refuse a WAV whose data chunk is shorter than its header says (libsndfile would read it silently).
+
+    ``data`` is the file's bytes, or only its first bytes when ``file_size`` gives the whole length.
+    """
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return  # not RIFF/WAVE: soundfile decides
+    total = len(data) if file_size is None else file_size
     pos = 12
     while pos + 8 <= len(data):
         chunk, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], "little")
         if chunk == b"data":
-            if pos + 8 + size > len(data):
+            if pos + 8 + size > total:
                 raise ValueError(f"truncated WAV: the header declares {size} bytes of audio, the file holds "
-                                 f"{len(data) - pos - 8}")
+                                 f"{total - pos - 8}")
             return
         pos += 8 + size + (size & 1)
 
@@ -209,6 +213,6 @@ class ShardStream:
                     yield sample
                 self.shard_cursor, self.sample_cursor = next_cursor, 0
             if whole_epoch and epoch_samples == 0:
-                raise RuntimeError(f"no readable samples in {len(self.shards)} shards ({self.shards[0]} ...): "
-                                   f"rebuild the dataset")
+                raise ValueError(f"no readable samples in {len(self.shards)} shards ({self.shards[0]} ...): "
+                                 f"rebuild the dataset")
             self.epoch, self.shard_cursor = self.epoch + 1, 0

@@ -14,7 +14,8 @@ HF rows go to the range ``text_range`` (its size must not exceed theirs) and eve
 specials, other modalities) starts at the mean HF embedding plus small noise (the mean keeps new
 tokens' initial logits at the average, so the pretrained distribution is not disturbed); ``<eos>``,
 ``<bos>`` and ``<pad>`` copy the HF rows of the checkpoint's own eos/bos/pad ids when it has them.
-Weights are read from safetensors (sharded or not) or a ``weights_only`` torch file.
+Weights are read from safetensors (sharded or not) only: a ``pytorch_model.bin`` is a pickle, and
+unpickling runs code from the file, so it is refused (convert it to safetensors first).
 
 Shape legend: V vocabulary, C model width.
 """
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnidiff.files import refuse_pickles
 from omnidiff.models.transformer import Transformer, TransformerConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")
@@ -99,10 +101,9 @@ def read_checkpoint(path: str | Path) -> tuple[object, dict[str, torch.Tensor]]:
     elif (path / "model.safetensors.index.json").is_file():
         shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
         state = {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
-    elif (path / "pytorch_model.bin").is_file():
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"no model.safetensors(.index.json) or pytorch_model.bin in {path}")
+        refuse_pickles(path, "checkpoint folder")
+        raise FileNotFoundError(f"no model.safetensors(.index.json) in {path}")
     return hf_cfg, state
 
 

@@ -4,7 +4,9 @@ They let ``save_pretrained(dir)`` / ``from_pretrained(dir)`` round-trip through 
 Auto classes (``AutoConfig``/``AutoModel``, registered here, no remote code). The unified
 vocabulary travels with the weights twice: inside ``config.json`` (what the loader checks) and as
 ``omnidiff_vocab.json`` beside it (what tools and tokenizers read). Loading with an ``expected_vocab``
-that differs raises instead of producing silently mis-mapped ids.
+that differs raises instead of producing silently mis-mapped ids. A damaged folder is refused
+before transformers reads it (`check_export`): it would otherwise re-initialise missing weights
+with a warning, or unpickle a ``pytorch_model.bin``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
+from omnidiff.files import mismatch, read_json, refuse_pickles, safetensors_shapes
 from omnidiff.models.layers import KVCache, RotaryEmbedding
 from omnidiff.models.moe import MoEFeedForward
 from omnidiff.models.transformer import Transformer, TransformerConfig
@@ -93,14 +96,54 @@ class OmniDiffModel(PreTrainedModel):
                 f"no OmniDiff checkpoint at {folder} (config.json missing); pass the folder written by "
                 "save_pretrained or by train.py's export"
             )
+        check_export(folder)
         kwargs.setdefault("local_files_only", True)
-        model = super().from_pretrained(str(folder), *args, **kwargs)
+        kwargs.setdefault("use_safetensors", True)
+        loaded = super().from_pretrained(str(folder), *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
+        broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise ValueError(f"the weights in {folder} hold NaN or infinite values ({broken[:3]}): the file is "
+                             "corrupt or the run diverged; export a good checkpoint")
         if expected_vocab is not None:
             stored = model.vocab
             if stored is None:
                 raise ValueError(f"checkpoint {folder} carries no vocabulary; cannot check it against yours")
             expected_vocab.check_compatible(stored, what=f"checkpoint {folder}")
-        return model
+        return loaded
+
+
+def check_export(folder: str | Path) -> None:
+    """Refuse a model folder that would not load as saved: ``config.json`` must be an OmniDiff config
+    and the safetensors weights must be whole and hold exactly the tensors it describes."""
+    folder = Path(folder)
+    raw = read_json(folder / "config.json", "model config")
+    if not isinstance(raw, dict) or raw.get("model_type") != "omnidiff" or not isinstance(raw.get("transformer"), dict):
+        kind = raw.get("model_type") if isinstance(raw, dict) else None
+        raise ValueError(f"{folder / 'config.json'} is not an OmniDiff model config (model_type {kind!r}); pass a "
+                         "folder exported by train.py (<run>/model)")
+    try:
+        cfg = TransformerConfig.from_dict(dict(raw["transformer"]))
+    except TypeError as err:
+        raise ValueError(f"{folder / 'config.json'} has an incomplete model description ({err}); export the "
+                         "model again") from None
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    elif index.is_file():
+        weight_map = read_json(index, "weights index").get("weight_map") or {}
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    else:
+        refuse_pickles(folder, "model folder")
+        raise FileNotFoundError(f"{folder} has a config.json but no model.safetensors: the export is incomplete; "
+                                "export the model again (train.py writes <run>/model)")
+    found = {name: shape for f in files for name, shape in safetensors_shapes(f).items()}
+    with torch.device("meta"):
+        expected = {f"model.{k}": tuple(v.shape) for k, v in Transformer(cfg).state_dict().items()}
+    problem = mismatch(expected, found, optional={"model.lm_head.weight"} if cfg.tie_embeddings else set())
+    if problem:
+        raise ValueError(f"the weights in {folder} do not match its config.json ({problem}): the folder mixes two "
+                         "exports or was altered; export the model again")
 
 
 AutoConfig.register("omnidiff", OmniDiffConfig, exist_ok=True)

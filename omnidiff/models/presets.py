@@ -8,7 +8,7 @@ parameters as their MoE preset (dense FFN width = top_k x expert width), for fai
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from omnidiff.models.moe import MoEConfig
 from omnidiff.models.transformer import TransformerConfig
@@ -37,9 +37,17 @@ def preset_config(name: str, vocab_size: int, **overrides) -> TransformerConfig:
     """The `TransformerConfig` of preset ``name`` for a vocabulary of ``vocab_size`` ids."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; allowed: {sorted(PRESETS)}")
+    known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model override(s) {unknown}; model.overrides takes {sorted(known)}")
     moe_override = overrides.pop("moe", None)
     cfg = TransformerConfig(vocab_size=vocab_size, **{**PRESETS[name], **overrides})
     if isinstance(moe_override, dict) and cfg.moe is not None:
+        unknown = sorted(set(moe_override) - {f.name for f in fields(cfg.moe)})
+        if unknown:
+            raise ValueError(f"unknown MoE override(s) {unknown}; model.overrides.moe takes "
+                             f"{sorted(f.name for f in fields(cfg.moe))}")
         cfg = replace(cfg, moe=replace(cfg.moe, **moe_override))
     elif moe_override is not None:
         cfg = replace(cfg, moe=moe_override)

@@ -13,11 +13,11 @@ overridden by passing a `SamplerConfig` or an answer length.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
+from omnidiff.files import read_json
 from omnidiff.sampling import SamplerConfig, generate
 from omnidiff.tasks import get_task
 from omnidiff.tokenization.registry import TokenizerSet
@@ -78,17 +78,24 @@ class DiffusionPipeline:
                                     "to <run>/model")
         if isinstance(tokenizers, TokenizerSet):
             toks = tokenizers
+        elif tokenizers is not None:
+            toks = TokenizerSet.load_folder(tokenizers)
         else:
-            tok_dir = Path(tokenizers) if tokenizers else model_dir / "tokenizers"
-            if tokenizers is None and not (tok_dir / "tokenizers.json").exists():
-                tok_dir = model_dir.parent / "tokenizers"
-            toks = TokenizerSet.load_folder(tok_dir)
+            found = [d for d in (model_dir / "tokenizers", model_dir.parent / "tokenizers")
+                     if (d / "tokenizers.json").exists()]
+            if not found:
+                raise FileNotFoundError(f"no tokenizers for {model_dir}: neither {model_dir / 'tokenizers'} nor "
+                                        f"{model_dir.parent / 'tokenizers'} holds a tokenizers.json; pass the "
+                                        "tokenizer folder the model was trained with")
+            toks = TokenizerSet.load_folder(found[0])
         wrapper = OmniDiffModel.from_pretrained(model_dir)
         if wrapper.vocab is None:
             raise ValueError(f"{model_dir} carries no vocabulary (omnidiff_vocab.json); re-export it with train.py")
         model = wrapper.model.to(device=device, dtype=dtype) if dtype else wrapper.model.to(device)
         settings_file = model_dir / GENERATION_FILE
-        settings = json.loads(settings_file.read_text()) if settings_file.exists() else None
+        settings = read_json(settings_file, "generation settings") if settings_file.exists() else None
+        if settings is not None and not isinstance(settings, dict):
+            raise ValueError(f"{settings_file} must hold a JSON object; export the model again")
         return cls(model, toks, wrapper.vocab, settings=settings, sampler=sampler, **kwargs)
 
     # ----------------------------------------------------------------------------- decoding
@@ -113,6 +120,17 @@ class DiffusionPipeline:
             return requested
         return int(self.settings.get("tasks", {}).get(self.task, {}).get("answer_len", fallback))
 
+    def check_length(self, prompt_len: int, answer_len: int, config: SamplerConfig) -> None:
+        """Refuse a prompt and answer that together exceed the positions the model has."""
+        limit = getattr(getattr(self.model, "cfg", None), "max_positions", None)
+        if limit is None:  # not one of our Transformers: the model checks positions itself
+            return
+        multiple = config.block_len if config.attention == "block" and config.block_len else 1
+        columns = -(-prompt_len // multiple) * multiple + answer_len  # the sampler pads prompts to whole blocks
+        if columns > limit:
+            raise ValueError(f"the input is {prompt_len} tokens and the answer {answer_len}, but the model reads at "
+                             f"most {limit} positions; shorten the input (or ask for a shorter answer)")
+
     def fit_block(self, answer_len: int, config: SamplerConfig) -> SamplerConfig:
         """Drop a block length that does not divide this answer (prefix attention only needs none)."""
         if config.block_len and answer_len % config.block_len and config.attention != "block":
@@ -135,6 +153,7 @@ class DiffusionPipeline:
         config = config or self.sampler
         changes = {k: v for k, v in (("guidance_scale", guidance_scale), ("temperature", temperature)) if v is not None}
         config = self.fit_block(answer_len, dataclasses.replace(config, **changes) if changes else config)
+        self.check_length(max(p.numel() for p in prompts), answer_len, config)
         uncond_prompts = None
         if config.guidance_scale is not None and uncond_prompt is not None:
             uncond_prompts = [uncond_prompt] * len(prompts)

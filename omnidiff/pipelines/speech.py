@@ -1,6 +1,7 @@
 """Speech: ``ASRPipeline(waves) -> transcripts`` and ``TTSPipeline(texts) -> waves``.
 
-Audio goes in and comes out as ``{"array": float32 [T], "sample_rate": int}`` (the shard format).
+Audio goes in and comes out as ``{"array": float32 [T], "sample_rate": int}`` (the shard format);
+input at any rate or channel count is checked and mixed down by `inputs.as_wave`.
 Speech synthesis decodes codec tokens level by level in the interleaved order the tokenizer uses
 (`cyclic_layout`), stops at ``</audio>`` or ``<eos>``, and drops an incomplete last frame (an
 answer that ends at once gives an empty array).
@@ -12,16 +13,8 @@ import numpy as np
 import torch
 
 from omnidiff.pipelines.base import DiffusionPipeline
+from omnidiff.pipelines.inputs import as_wave
 from omnidiff.sampling import cyclic_layout
-
-
-def _wav(item) -> dict:
-    if isinstance(item, dict) and "array" in item and "sample_rate" in item:
-        return item
-    if isinstance(item, tuple) and len(item) == 2:
-        return {"array": np.asarray(item[0], dtype=np.float32), "sample_rate": int(item[1])}
-    raise ValueError("audio must be {'array': float32 [T], 'sample_rate': int} or a (wave, sample_rate) tuple; "
-                     "read WAV files with soundfile.read")
 
 
 class ASRPipeline(DiffusionPipeline):
@@ -31,7 +24,7 @@ class ASRPipeline(DiffusionPipeline):
         items = audio if isinstance(audio, list) else [audio]
         if not items:
             raise ValueError("no audio given")
-        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, _wav(a)) for a in items]
+        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, as_wave(a)) for a in items]
         answers, _ = self.decode(prompts, self.answer_len(answer_len, 64), seed=seed, config=config)
         return [self.text_of(a) for a in answers]
 

@@ -39,6 +39,16 @@ class VLAPolicy(DiffusionPipeline):
         tok, vocab = self.tokenizers.action, self.vocab
         codes = self.horizon * self.action_dim
         length = self.answer_len(None, codes + 1)
+        if not hasattr(image, "convert"):
+            raise ValueError(f"expected a PIL image of the camera, got {type(image).__name__}; open files with PIL.Image.open")
+        if self.task_impl.use_proprio and proprio is not None:
+            state = np.asarray(proprio, dtype=np.float32).reshape(-1)
+            expected = getattr(tok, "proprio_dim", None)
+            if expected is not None and state.size != expected:
+                raise ValueError(f"the robot state has {state.size} values but this policy was trained with {expected}; "
+                                 f"pass all {expected}")
+            if not np.isfinite(state).all():
+                raise ValueError("the robot state holds NaN or infinite values; pass finite numbers")
         prompt = self.task_impl.prompt(self.tokenizers, vocab, image.convert("RGB"), instruction, proprio)
         layout = fixed_layout(vocab, "action", codes, "</action>", length)
         answers, _ = self.decode([prompt], length, seed=seed, config=config, answer_layout=layout)

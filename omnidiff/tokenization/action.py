@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnidiff.files import read_json
 from omnidiff.tokenization.base import single_range_to_global
 from omnidiff.tokenization.vocab import Vocab
 
@@ -317,12 +318,13 @@ class ActionTokenizer:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: fit an action tokenizer with "
                                     f"`python tokenizers/fit_action_bins.py --out {directory}`")
-        payload = json.loads(path.read_text())
-        if payload.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an action tokenizer (format {payload.get('format')!r}, expected {FORMAT!r})")
+        payload = read_json(path, "action tokenizer")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        if found != FORMAT:
+            raise ValueError(f"{path} is not an action tokenizer (format {found!r}, expected {FORMAT!r})")
         try:
             return cls(ActionTokenizerConfig(**payload["config"]), ActionStats(**payload["stats"]))
-        except TypeError as err:
+        except (TypeError, KeyError) as err:
             raise ValueError(f"{path} has unexpected settings or statistics: {err}") from None
 
     def __repr__(self) -> str:

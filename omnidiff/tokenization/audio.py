@@ -23,6 +23,7 @@ N flattened vectors, L levels, K codebook size.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnidiff.files import load_weights, read_json
 from omnidiff.tokenization.vocab import Vocab
 
 CONFIG_NAME = "omnidiff_tokenizer.json"
 WEIGHTS_NAME = "audio_codec.safetensors"
 LOG_FLOOR = 1e-5
+MAX_RESAMPLE_KERNEL = 1 << 20  # (rate / gcd) x (target / gcd) taps torchaudio may build for an exact resample
+
+
+def resample(wave_T: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """A mono wave at ``rate`` Hz resampled to ``target`` Hz (``torchaudio.functional.resample``).
+
+    torchaudio's exact polyphase kernel has (rate / g) x (target / g) taps for g = gcd(rate, target):
+    tiny for 44.1 or 48 kHz, but gigabytes for an awkward rate such as 44099 Hz. Such a wave is first
+    interpolated linearly up to the next multiple of ``target`` (upsampling, so nothing aliases),
+    from which the exact kernel is small. Either way the output has ceil(T * target / rate) samples.
+    """
+    import torchaudio.functional as AF
+
+    if rate == target:
+        return wave_T
+    g = math.gcd(rate, target)
+    if (rate // g) * (target // g) > MAX_RESAMPLE_KERNEL:
+        up = -(-rate // target) * target
+        length = -(-wave_T.numel() * up // rate)
+        position = torch.arange(length, dtype=torch.float64) * (rate / up)  # output sample i sits at i / up s
+        left = position.floor().long().clamp(max=wave_T.numel() - 1)
+        right = (left + 1).clamp(max=wave_T.numel() - 1)
+        frac = (position - left).to(wave_T.dtype)
+        wave_T = wave_T[left] * (1 - frac) + wave_T[right] * frac
+        rate = up
+    return AF.resample(wave_T, rate, target)
 
 
 @dataclass
@@ -299,7 +327,6 @@ class AudioTokenizer:
         mel_frames = samples // cfg.hop_length + 1
         return -(-mel_frames // cfg.downsample) * cfg.levels
 
-
     @property
     def vocab_size(self) -> int:
         return self.config.levels * self.config.codebook_size
@@ -328,11 +355,7 @@ class AudioTokenizer:
             raise ValueError(f"sample_rate must be a positive integer (Hz), got {rate!r}")
         if not torch.isfinite(wave).all():
             raise ValueError("audio holds NaN or infinite samples")
-        if int(rate) != self.config.sample_rate:
-            import torchaudio.functional as AF
-
-            wave = AF.resample(wave, int(rate), self.config.sample_rate)
-        return wave
+        return resample(wave, int(rate), self.config.sample_rate)
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """Log-magnitude mel spectrogram ``[M, T]`` of a 16 kHz mono wave ``[T]``."""
@@ -341,8 +364,16 @@ class AudioTokenizer:
     @torch.no_grad()
     def mel_to_wave(self, log_mel_MT: torch.Tensor) -> np.ndarray:
         """Log-mel ``[M, T]`` -> waveform via least-squares inverse mel and Griffin-Lim (deterministic)."""
+        frames = log_mel_MT.shape[-1]
+        # Griffin-Lim reflect-pads its waves by n_fft / 2, which a few frames cannot hold (a one-frame
+        # answer crashed TTS): pad with silence, then keep the (T - 1) * hop samples the frames make.
+        short = self.config.n_fft // self.config.hop_length + 1 - frames
+        if short > 0:
+            log_mel_MT = F.pad(log_mel_MT.float(), (0, short), value=math.log(LOG_FLOOR))
         spec = self._inverse_mel(log_mel_MT.float().exp())
         wave = self._griffin_lim(spec)
+        if short > 0:
+            wave = wave[: max(frames - 1, 0) * self.config.hop_length]
         return np.clip(wave.numpy(), -1.0, 1.0).astype(np.float32)
 
     # ------------------------------------------------------------------ the Tokenizer protocol
@@ -413,17 +444,17 @@ class AudioTokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> AudioTokenizer:
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         meta_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not meta_path.exists() or not weights_path.exists():
             raise FileNotFoundError(f"{directory} holds no audio tokenizer (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                                     "train one with `python tokenizers/train_audio_codec.py`")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, "audio tokenizer settings")
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{meta_path} has no config section; save the audio tokenizer again")
         if meta.get("modality") != "audio" or meta.get("kind") != "mel_rvq":
             raise ValueError(f"{meta_path} describes a {meta.get('modality')}/{meta.get('kind')} tokenizer, "
                              "not an audio mel_rvq one")
         tok = cls(AudioCodecConfig.from_dict(meta["config"]))
-        tok.codec.load_state_dict(load_file(str(weights_path)))
+        load_weights(tok.codec, weights_path, meta_path)
         return tok

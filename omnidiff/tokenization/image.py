@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from omnidiff.files import read_json, read_safetensors
 from omnidiff.tokenization.base import single_range_to_global
 from omnidiff.tokenization.vocab import Vocab
 
@@ -312,22 +313,21 @@ class ImageTokenizer:
     @classmethod
     def load(cls, directory: str | Path) -> ImageTokenizer:
         """Rebuild the model from ``image_tokenizer.json`` and load ``model.safetensors`` into it."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not config_path.exists() or not weights_path.exists():
             raise FileNotFoundError(f"{directory} holds no image tokenizer: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
                                     f"(train one with tokenizers/train_image_vq.py)")
-        settings = json.loads(config_path.read_text())
-        if settings.get("format") != FORMAT:
-            raise ValueError(f"{config_path} has format {settings.get('format')!r}, expected {FORMAT!r}")
+        settings = read_json(config_path, "image tokenizer settings")
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT or not isinstance(settings.get("config"), dict):
+            found = settings.get("format") if isinstance(settings, dict) else None
+            raise ValueError(f"{config_path} has format {found!r}, expected {FORMAT!r} with a config section")
         known = {f.name for f in dataclasses.fields(ImageVQConfig)}
         unknown = sorted(set(settings["config"]) - known)
         if unknown:
             raise ValueError(f"{config_path} has unknown config keys {unknown}; known: {sorted(known)}")
         tok = cls(ImageVQConfig(**settings["config"]))
-        state = load_file(str(weights_path))
+        state = read_safetensors(weights_path)
         expected = tok.model.state_dict()
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         wrong = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]

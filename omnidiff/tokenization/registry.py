@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from omnidiff.files import read_json
 from omnidiff.tokenization.base import register
 from omnidiff.tokenization.vocab import Vocab
 
@@ -66,7 +67,11 @@ class TokenizerSet:
         index = directory / "tokenizers.json"
         if not index.exists():
             raise FileNotFoundError(f"{index} is missing: not a folder written by TokenizerSet.save")
-        return cls.load({m: directory / p for m, p in json.loads(index.read_text()).items()})
+        paths = read_json(index, "tokenizer index")
+        if not isinstance(paths, dict) or not all(isinstance(p, str) for p in paths.values()):
+            raise ValueError(f"{index} must map modalities to sub-folders, e.g. {{\"text\": \"text\"}}; save the "
+                             "tokenizers again")
+        return cls.load({m: directory / p for m, p in paths.items()})
 
     def present(self) -> list[str]:
         return [m for m in MODALITIES if getattr(self, m) is not None]

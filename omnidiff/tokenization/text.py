@@ -53,7 +53,11 @@ class TextTokenizer:
         if (directory / "tokenizer.json").exists() and (directory / CONFIG_NAME).exists():
             from tokenizers import Tokenizer
 
-            return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), "bpe")
+            try:
+                return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), "bpe")
+            except Exception as err:  # the Rust library raises a bare Exception for a file it cannot parse
+                raise ValueError(f"{directory / 'tokenizer.json'} is not a readable BPE ({err}); save the "
+                                 "tokenizer again") from None
         if (directory / "tokenizer_config.json").exists():
             from transformers import AutoTokenizer
 

@@ -21,6 +21,7 @@ import yaml
 
 from omnidiff.config import RunConfig, to_dict
 from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
+from omnidiff.data.shards import split_shards
 from omnidiff.diffusion.objectives import diffusion_loss
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
@@ -138,6 +139,11 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     for spec in [*cfg.data.tasks, *cfg.val_data]:  # and on answers that cannot fit their answer_len
         check_task(spec, toks)
+    val_specs = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
+    for spec in [*cfg.data.tasks, *(val_specs if cfg.train.eval_every else [])]:
+        split_shards(spec.path, spec.split)  # a missing dataset or split stops the run here, before it starts
+    vocab = toks.build_vocab()
+    model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))
@@ -145,11 +151,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} does not divide across {world} ranks; "
                          f"use a multiple of {world}")
     run_dir = Path(cfg.train.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed + rank)
 
-    vocab = toks.build_vocab()
-    model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     micro = cfg.data.batch_size // world
     if cfg.objective.attention == "block":  # the block pattern needs answers to start on a block boundary
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefix_multiple=cfg.objective.block_size))
@@ -159,6 +162,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)
                                                   for t in cfg.data.tasks):
         raise ValueError("with block attention every task's answer_len must be a multiple of objective.block_size")
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     engine = distributed.build_engine(lambda: Transformer(model_cfg), cfg.distributed, cfg.optim, micro,
