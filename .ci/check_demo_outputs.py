@@ -40,7 +40,7 @@ def main(run: Path) -> None:
         print(f"ok  {name}: {', '.join(f'{k}={v}' for k, v in metrics.items() if k != 'decode')}")
     tasks = {t["task"] for t in cfg["data"]["tasks"]}
     pngs = {"t2i.png"} if "t2i" in tasks else set()
-    if "vla" in tasks and any((results[n]["metrics"].get("filmstrips") for n in expected if n.startswith("vla:"))):
+    if "vla" in tasks and any(results[n]["metrics"].get("filmstrips") for n in expected if n.startswith("vla:")):
         pngs.add("vla_rollouts.png")
     for png in sorted(pngs):
         with Image.open(results_dir / png) as im:

@@ -18,7 +18,6 @@ import torch
 from omnidiff.data.formatting import image_ids, require, sample_rng, specials, text_ids
 from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN, pad_answer
 
-
 CAPTION_CHOICES = ("first", "random")
 
 
