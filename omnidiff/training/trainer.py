@@ -80,7 +80,7 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     total, count, per_task = 0.0, 0, {}
     for _ in range(cfg.train.eval_batches):
         batch = loader_to(next(loader), cfg.train.device)
-        out = diffusion_loss(model, batch, dataclasses.replace(loss_cfg, complementary=False), generator=gen)
+        out = diffusion_loss(model, batch, dataclasses.replace(loss_cfg, complementary=False, share_prefix=False), generator=gen)
         total, count = total + out.metrics["elbo"], count + 1
         for k, v in out.metrics.items():
             if k.startswith("elbo/"):
