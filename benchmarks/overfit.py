@@ -118,7 +118,8 @@ def run_stream(spec, base, args, out: Path) -> dict:
 def markdown(rows: list[dict], args) -> str:
     lines = ["# Overfit check: every task memorises a few training examples", "",
              f"`python benchmarks/overfit.py --num {args.num} --steps {args.steps} --preset {args.preset} "
-             f"--lr {args.lr} --batch-size {args.batch_size}` (recipe `{args.recipe}`): each stream trained "
+             f"--lr {args.lr} --batch-size {args.batch_size} {' '.join(args.overrides)}`".replace(" `", "`")
+             + f" (recipe `{args.recipe}`): each stream trained "
              f"alone on its first {args.num} training samples and scored on those same samples. "
              f"Pass: >= {PASS_MARK:.0%}.", "",
              "| stream | samples | steps | minutes | final loss | metric | score | pass |", "|---|---|---|---|---|---|---|---|"]
