@@ -20,13 +20,18 @@ Options:
   prefix (`packing.py`): the same loss, the prefix computed once.
 - ``attention="block"`` (BD3-LM): per-block times, input ``x_t ⊕ x_0``; only the x_t half is scored.
 - ``shift`` (AR-initialised models): the prediction of token j is read from logits[j - 1].
-- ``attention="causal"`` with ``anneal_steps = N`` (DiffuLLaMA): each causally hidden pair becomes
-  visible with probability step / N; from step N on the attention is plain ``full``.
+- ``anneal_steps = N`` (DiffuLLaMA): attention starts causal, the way the AR model was trained, and
+  each pair the causal mask hides but the target mode allows becomes visible with probability
+  step / N; from step N on it is the target mode. The target is ``attention`` itself for
+  ``prefix`` and ``full`` (``prefix``: the prefix never sees the answer, so its cache stays exact),
+  and ``full`` for ``attention="causal"``. `DiffusionLossConfig.target_attention` names it; validation
+  and decoding use it.
 - MoE: ``moe_balance_coef * balance + moe_z_coef * z`` is added to the loss and logged apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -69,7 +74,7 @@ class DiffusionLossConfig:
     attention: str = "prefix"  # "prefix" | "full" | "block" | "causal"
     block_size: int | None = None  # for attention="block"
     shift: bool = False  # logits at i predict token i + 1 (AR-initialised models)
-    anneal_steps: int = 0  # > 0 with attention="causal": causal -> bidirectional over N steps
+    anneal_steps: int = 0  # > 0: causal -> target_attention over N steps (not with block)
     moe_balance_coef: float = 0.01
     moe_z_coef: float = 0.001
     mask_id: int = 1
@@ -89,9 +94,15 @@ class DiffusionLossConfig:
         if self.share_prefix and not (self.complementary and self.attention == "prefix" and not self.shift):
             raise ValueError("share_prefix packs complementary copies against one prefix encoding: it needs "
                              "complementary=true, attention='prefix' and shift=false")
-        if self.anneal_steps < 0 or (self.anneal_steps and self.attention != "causal"):
-            raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and is only used with attention='causal'")
+        if self.anneal_steps < 0 or (self.anneal_steps and self.attention == "block"):
+            raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and anneals towards 'prefix', 'full' or "
+                             "(from attention='causal') 'full'; block attention is not annealed")
         self.time_sampler()  # validates schedule, sampling, eps and clip
+
+    @property
+    def target_attention(self) -> str:
+        """The attention this objective trains towards: ``attention``, or ``full`` once ``causal`` is annealed."""
+        return "full" if self.attention == "causal" and self.anneal_steps else self.attention
 
     @classmethod
     def for_vocab(cls, vocab, **kwargs) -> DiffusionLossConfig:
@@ -136,13 +147,15 @@ def shift_selection(masked_BL: torch.Tensor) -> torch.Tensor:
     return sel
 
 
-def attention_spec(cfg: DiffusionLossConfig, pad_BL: torch.Tensor, ans_BL: torch.Tensor) -> AttentionSpec:
-    """The `AttentionSpec` of a non-annealed forward over [B, L] tokens."""
-    if cfg.attention == "prefix":
+def attention_spec(cfg: DiffusionLossConfig, pad_BL: torch.Tensor, ans_BL: torch.Tensor,
+                   mode: str | None = None) -> AttentionSpec:
+    """The `AttentionSpec` of a non-annealed forward over [B, L] tokens (in ``mode``, default ``cfg.attention``)."""
+    mode = mode or cfg.attention
+    if mode == "prefix":
         return AttentionSpec("prefix", prefix_lengths=ans_BL.int().argmax(1), padding_mask=pad_BL)
-    if cfg.attention == "block":
+    if mode == "block":
         return AttentionSpec("block", block_size=cfg.block_size, padding_mask=pad_BL)
-    return AttentionSpec(cfg.attention, padding_mask=pad_BL)
+    return AttentionSpec(mode, padding_mask=pad_BL)
 
 
 def model_logits(model: nn.Module, x_t: torch.Tensor, x_0: torch.Tensor, pad: torch.Tensor, ans: torch.Tensor,
@@ -158,13 +171,12 @@ def model_logits(model: nn.Module, x_t: torch.Tensor, x_0: torch.Tensor, pad: to
         select = torch.cat([select, torch.zeros_like(select)], 1)  # the x_0 half only serves as context
         return model(block_input(x_t, x_0), attention=attention_spec(cfg, pad, ans), return_aux=True,
                      logits_mask=select)
-    if cfg.attention == "causal" and cfg.anneal_steps and reveal_probability(step, cfg.anneal_steps) < 1.0:
+    spec = attention_spec(cfg, pad, ans, cfg.target_attention)
+    if cfg.anneal_steps and reveal_probability(step, cfg.anneal_steps) < 1.0:
+        # The target's mask ANDed with "causal or revealed": the causal pairs (all inside the target)
+        # plus each other pair the target allows, with the reveal probability.
         pattern = annealed_attention_mask(pad, reveal_probability(step, cfg.anneal_steps), generator=generator)
-        spec = AttentionSpec("full", padding_mask=pad, allowed=pattern)
-    elif cfg.attention == "causal" and cfg.anneal_steps:
-        spec = AttentionSpec("full", padding_mask=pad)  # annealing finished
-    else:
-        spec = attention_spec(cfg, pad, ans)
+        spec = dataclasses.replace(spec, allowed=pattern)
     return model(x_t, attention=spec, return_aux=True, logits_mask=select)
 
 

@@ -144,11 +144,13 @@ class DiffusionPipeline:
     def decode(self, prompts: list[torch.Tensor], answer_len: int, *, seed: int = 0, config: SamplerConfig | None = None,
                answer_modality: str = "text", answer_layout: torch.Tensor | None = None,
                guidance_scale: float | None = None, temperature: float | None = None,
-               uncond_prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               uncond_prompt: torch.Tensor | None = None,
+               answer_init: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """Run the sampler on prompts (global ids) -> ([B, answer_len] answers, stats).
 
         ``guidance_scale``/``temperature`` override the config's; with guidance on, ``uncond_prompt``
         (the task's prefix with its condition replaced by <uncond>) is the unconditional branch of every row.
+        ``answer_init`` ([B, answer_len], <mask> where to decode) gives answer columns in advance.
         """
         config = config or self.sampler
         changes = {k: v for k, v in (("guidance_scale", guidance_scale), ("temperature", temperature)) if v is not None}
@@ -160,7 +162,8 @@ class DiffusionPipeline:
         gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
         out = generate(self.model, [p.to(self.device) for p in prompts], answer_len=answer_len, vocab=self.vocab,
                        config=config, generator=gens, answer_modality=answer_modality, answer_layout=answer_layout,
-                       uncond_prompts=None if uncond_prompts is None else [p.to(self.device) for p in uncond_prompts])
+                       uncond_prompts=None if uncond_prompts is None else [p.to(self.device) for p in uncond_prompts],
+                       answer_init=answer_init)
         self.last_stats = out.stats
         return out.tokens.cpu(), out.stats
 

@@ -185,7 +185,8 @@ def _finished_with_eos(block_BN: torch.Tensor, eos_id: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: SamplerConfig = SamplerConfig(),
              generator: torch.Generator | list[torch.Generator] | None = None, answer_modality: str = "text",
-             uncond_prompts=None, answer_layout: torch.Tensor | None = None) -> SampleOutput:
+             uncond_prompts=None, answer_layout: torch.Tensor | None = None,
+             answer_init: torch.Tensor | None = None) -> SampleOutput:
     """Decode ``answer_len`` tokens after each prompt.
 
     Args:
@@ -202,6 +203,10 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         answer_layout: optional [A, V] bool mask of the ids allowed at each answer column (see
             `fixed_layout`); replaces ``answer_modality``. Fixed-size answers (an image's codes, an
             action chunk) then always come out well-formed.
+        answer_init: optional [B, A] global ids the answer starts from: ``<mask>`` where it is to be
+            decoded, anything else is given and kept (fill-in-the-middle: the suffix after a masked
+            span is given, in place, so the span is decoded seeing both sides). Early stopping is
+            off then, since it would overwrite given columns with <eos>.
     """
     prompts = _as_prompts(prompts)
     B, A = len(prompts), check_int("answer_len", answer_len)
@@ -248,6 +253,14 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
 
     start = time.perf_counter()
     answer = torch.full((B, A), mask_id, dtype=torch.long, device=device)
+    early_stop = config.early_stop
+    if answer_init is not None:
+        if answer_init.shape != (B, A) or answer_init.dtype != torch.long:
+            raise ValueError(f"answer_init must be a long tensor [batch, answer_len] = [{B}, {A}], got "
+                             f"{answer_init.dtype} {tuple(answer_init.shape)}")
+        vocab.check_ids(answer_init)
+        answer, early_stop = answer_init.to(device).clone(), False
+    to_decode = float((answer == mask_id).sum(1).float().mean())  # answer columns per row to fill (A without init)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     row_steps = torch.zeros(B, dtype=torch.long, device=device)  # denoising steps each row took part in
     for d in denoisers:
@@ -299,15 +312,15 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             step += 1
         for d in denoisers:
             d.end_block(answer, lo, hi)
-        if config.early_stop:
+        if early_stop:
             ended = _finished_with_eos(answer[:, lo:hi], eos_id) & ~done
             answer[ended, hi:] = eos_id
             done |= ended
     wall = time.perf_counter() - start
     nfe = sum(d.nfe for d in denoisers)
-    stats = {"nfe": nfe, "tokens_per_forward": A / max(nfe, 1), "wall_time_s": wall,
-             "tokens_per_step": A / max(float(row_steps.float().mean()), 1.0),
-             "tokens_per_s": B * A / max(wall, 1e-9)}
+    stats = {"nfe": nfe, "tokens_per_forward": to_decode / max(nfe, 1), "wall_time_s": wall,
+             "tokens_per_step": to_decode / max(float(row_steps.float().mean()), 1.0),
+             "tokens_per_s": B * to_decode / max(wall, 1e-9)}
     return SampleOutput(tokens=answer, stats=stats)
 
 

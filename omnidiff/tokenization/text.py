@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from omnidiff.files import read_json
 from omnidiff.tokenization.base import single_range_to_global
 from omnidiff.tokenization.vocab import Vocab
 
@@ -50,7 +51,11 @@ class TextTokenizer:
     @classmethod
     def load(cls, directory: str | Path) -> TextTokenizer:
         directory = Path(directory)
-        if (directory / "tokenizer.json").exists() and (directory / CONFIG_NAME).exists():
+        settings = read_json(directory / CONFIG_NAME, "tokenizer settings") if (directory / CONFIG_NAME).exists() else None
+        # A transformers tokenizer saved by `save` reloads as one: its own encode adds no special
+        # tokens, where the raw tokenizer.json of e.g. a Llama-3 would prepend its BOS to every text.
+        saved_by_transformers = isinstance(settings, dict) and settings.get("kind") == "transformers"
+        if (directory / "tokenizer.json").exists() and settings is not None and not saved_by_transformers:
             from tokenizers import Tokenizer
 
             try:

@@ -181,13 +181,59 @@ def test_annealing_goes_from_causal_to_full():
     assert math.isfinite(middle) and middle != elbo(0, attention="causal", shift=True)
 
 
+class SpecRecorder(nn.Module):
+    """Uniform logits; keeps the attention spec of its last forward."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.vocab_size, self.spec = vocab_size, None
+
+    def forward(self, tokens, *, attention="full", return_aux=False, logits_mask=None):
+        self.spec = attention
+        logits = self.dummy + torch.zeros(*tokens.shape, self.vocab_size)
+        return (logits if logits_mask is None else logits[logits_mask]), None
+
+
+def test_annealing_towards_prefix_keeps_the_prefix_blind_to_the_answer():
+    from omnidiff.models.layers import build_attention_mask
+
+    batch = reverse_task(4)
+    pad, ans = batch["padding_mask"], batch["answer_mask"]
+    B, L = pad.shape
+    cfg = DiffusionLossConfig.for_vocab(VOCAB, attention="prefix", anneal_steps=10, shift=True)
+    assert cfg.target_attention == "prefix"
+    assert DiffusionLossConfig(attention="causal", anneal_steps=3).target_attention == "full"
+    recorder = SpecRecorder(VOCAB.size)
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    real = pad[:, :, None] & pad[:, None, :]
+    target = build_attention_mask(diffusion_loss_spec(recorder, batch, cfg, 10), B, L, L, key_padding_BK=pad)[:, 0]
+    for step, expected in ((0, "causal"), (5, "between"), (10, "prefix")):
+        mask = build_attention_mask(diffusion_loss_spec(recorder, batch, cfg, step), B, L, L, key_padding_BK=pad)[:, 0]
+        assert not (mask & ~target).any()  # never more than the prefix pattern: the prefix never sees the answer
+        assert (mask | ~(causal & real)).all()  # always at least causal
+        hidden = (target & ~causal & real).sum()
+        revealed = (mask & ~causal & real).sum()
+        assert {"causal": revealed == 0, "between": 0 < revealed < hidden, "prefix": revealed == hidden}[expected]
+    start = ans.int().argmax(1)
+    for b in range(B):  # the target is the prefix pattern: prefix queries see the prefix only
+        assert not target[b, :start[b], start[b]:].any() and target[b, start[b]:][:, pad[b]].all()
+
+
+def diffusion_loss_spec(recorder: SpecRecorder, batch: dict, cfg: DiffusionLossConfig, step: int):
+    diffusion_loss(recorder, batch, cfg, generator=torch.Generator().manual_seed(1), step=step)
+    return recorder.spec
+
+
 def test_bad_configs_and_batches():
     with pytest.raises(ValueError, match="normalization"):
         DiffusionLossConfig(normalization="sequence")
     with pytest.raises(ValueError, match="block_size"):
         DiffusionLossConfig(attention="block")
     with pytest.raises(ValueError, match="anneal_steps"):
-        DiffusionLossConfig(attention="prefix", anneal_steps=5)
+        DiffusionLossConfig(attention="block", block_size=4, anneal_steps=5)
+    with pytest.raises(ValueError, match="anneal_steps"):
+        DiffusionLossConfig(anneal_steps=-1)
     with pytest.raises(ValueError, match="symmetric"):
         DiffusionLossConfig(complementary=True, mask_rate_clip=(0.6, 0.9))
     batch = reverse_task(2)
