@@ -27,6 +27,9 @@ from omnidiff.diffusion.objectives import DiffusionLossConfig
 class ModelConfig:
     preset: str = "debug"  # a name in omnidiff.models.presets.PRESETS
     overrides: dict = field(default_factory=dict)  # TransformerConfig fields to change, e.g. {num_layers: 4}
+    # A local Llama/Qwen2 folder (save_pretrained) to start from, e.g. runs/pretrained/smollm2-135m:
+    # its architecture and weights replace the preset's (omnidiff.models.from_causal_lm.init_model).
+    init_from: str = ""
 
 
 @dataclass
@@ -75,6 +78,7 @@ class TrainConfig:
     eval_batches: int = 4
     save_every: int = 0  # 0: only at the end
     stop_at: int = 0  # > 0: checkpoint and stop at this step (time-boxed jobs); --resume continues the schedule
+    max_minutes: float = 0.0  # > 0: after this many minutes of steps, checkpoint, export and stop; --resume continues
     sample_every: int = 0  # 0: no sample generation during training
     sample_prompts: int = 2
     tensorboard: bool = True
@@ -83,7 +87,7 @@ class TrainConfig:
     def __post_init__(self):
         check_numbers("train", self, steps=(1, None), seed=(0, None), log_every=(1, None), eval_every=(0, None),
                       eval_batches=(1, None), save_every=(0, None), stop_at=(0, None), sample_every=(0, None),
-                      sample_prompts=(0, None))
+                      sample_prompts=(0, None), max_minutes=(0, None))
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"train.out must name the run folder, e.g. runs/my_run; got {self.out!r}")
 

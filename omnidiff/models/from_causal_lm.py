@@ -15,14 +15,19 @@ specials, other modalities) starts at the mean HF embedding plus small noise (th
 tokens' initial logits at the average, so the pretrained distribution is not disturbed); ``<eos>``,
 ``<bos>`` and ``<pad>`` copy the HF rows of the checkpoint's own eos/bos/pad ids when it has them.
 Weights are read from safetensors (sharded or not) only: a ``pytorch_model.bin`` is a pickle, and
-unpickling runs code from the file, so it is refused (convert it to safetensors first).
+unpickling runs code from the file, so it is refused (convert it to safetensors first). A folder
+that is not a Llama/Qwen2/GPT-2 checkpoint is refused with a message that says what to pass (for
+SmolLM2-135M: ``make smollm2``, `omnidiff.models.convert_gguf`).
+
+Training: a recipe's ``model.init_from`` names such a folder and the trainer starts from
+`init_model` (the architecture is the checkpoint's; only `INIT_OVERRIDES` may be changed). The
+rest of DiffuLLaMA's adaptation is in the objective: ``objective.shift`` and ``anneal_steps``.
 
 Shape legend: V vocabulary, C model width.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.files import refuse_pickles
+from omnidiff.files import read_json, read_safetensors, refuse_pickles
 from omnidiff.models.transformer import Transformer, TransformerConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")
+HOW_TO_GET = ("pass a folder written by save_pretrained (config.json + model.safetensors); for SmolLM2-135M run "
+              "`make smollm2`, which writes runs/pretrained/smollm2-135m")
+# TransformerConfig fields a training run may set on top of a pretrained architecture (none changes a weight).
+INIT_OVERRIDES = ("max_positions", "gradient_checkpointing", "check_inputs")
 _GELU_APPROX = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
 
@@ -87,23 +96,39 @@ class GPT2StyleTransformer(Transformer):
 
 
 # --------------------------------------------------------------------------------------- reading
+def checkpoint_type(path: str | Path) -> str:
+    """The ``model_type`` of the causal LM folder ``path``; a folder that is not one is refused."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"causal LM folder {path} does not exist; {HOW_TO_GET}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {path}: it is not a Hugging Face checkpoint folder; {HOW_TO_GET}")
+    raw = read_json(path / "config.json", "model config")
+    kind = raw.get("model_type") if isinstance(raw, dict) else None
+    if kind not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"{path} holds a {kind!r} checkpoint, not a causal LM of {list(SUPPORTED_MODEL_TYPES)} "
+                         f"architecture; {HOW_TO_GET}")
+    return kind
+
+
 def read_checkpoint(path: str | Path) -> tuple[object, dict[str, torch.Tensor]]:
     """(transformers config, state dict) of a causal LM saved with ``save_pretrained`` in ``path``."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in {path}: pass the local folder written by save_pretrained")
+    checkpoint_type(path)
     hf_cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
     if (path / "model.safetensors").is_file():
-        state = load_file(str(path / "model.safetensors"))
+        state = read_safetensors(path / "model.safetensors")
     elif (path / "model.safetensors.index.json").is_file():
-        shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
-        state = {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
+        index = read_json(path / "model.safetensors.index.json", "weights index")
+        shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
+        if not shards:
+            raise ValueError(f"{path / 'model.safetensors.index.json'} names no weight files; save the checkpoint again")
+        state = {k: v for shard in shards for k, v in read_safetensors(path / shard).items()}
     else:
         refuse_pickles(path, "checkpoint folder")
-        raise FileNotFoundError(f"no model.safetensors(.index.json) in {path}")
+        raise FileNotFoundError(f"no model.safetensors(.index.json) in {path}; {HOW_TO_GET}")
     return hf_cfg, state
 
 
@@ -280,4 +305,25 @@ def load_causal_lm(path: str | Path, vocab=None, *, text_range: str = "text", ma
     elif "lm_head.weight" not in mapped:
         raise ValueError("checkpoint has untied embeddings but no lm_head.weight")
     model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
+    return model
+
+
+def init_model(path: str | Path, vocab, overrides: dict | None = None, *, text_range: str = "text") -> Transformer:
+    """The `Transformer` a training run with ``model.init_from`` starts from (DiffuLLaMA's initialisation).
+
+    The architecture and weights come from the Llama/Qwen2 folder ``path``; ``vocab`` places its rows
+    (`load_causal_lm`). ``overrides`` may set only `INIT_OVERRIDES`: anything else would change
+    the pretrained architecture. GPT-2 is refused, because `GPT2StyleTransformer` cannot be exported
+    through `OmniDiffModel` yet.
+    """
+    overrides = dict(overrides or {})
+    refused = sorted(set(overrides) - set(INIT_OVERRIDES))
+    if refused:
+        raise ValueError(f"model.overrides {refused} would change the pretrained architecture of {path}; with "
+                         f"model.init_from only {list(INIT_OVERRIDES)} may be set")
+    if checkpoint_type(path) == "gpt2":
+        raise ValueError(f"{path} is a GPT-2 checkpoint: it maps for parity tests, but train.py cannot export it yet; "
+                         "start from a Llama or Qwen2 folder")
+    model = load_causal_lm(path, vocab, text_range=text_range, max_positions=overrides.pop("max_positions", None))
+    model.cfg = replace(model.cfg, **overrides)
     return model

@@ -29,6 +29,9 @@ class OmniDiffConfig(PretrainedConfig):
     def __init__(self, transformer: dict | None = None, vocab: dict | None = None, **kwargs):
         self.transformer = transformer or {}
         self.vocab = vocab
+        # transformers ties weights at load time only when the config says so: without this a tied
+        # model's lm_head (not stored: it is the embedding) would come back uninitialised.
+        kwargs["tie_word_embeddings"] = bool(self.transformer.get("tie_embeddings", False))
         super().__init__(**kwargs)
 
     @classmethod

@@ -5,7 +5,8 @@ attention, MoE auxiliary losses, as the recipe's ``objective`` says) -> DeepSpee
 (ZeRO stage, precision, accumulation, clipping from ``distributed``). Around it: a tqdm bar,
 metrics as JSONL and TensorBoard (loss, ELBO per task, tokens/s, expert load balance, gradient
 norm, LR), periodic validation ELBO on fixed masks, sample generation, atomic checkpoints with
-exact resume, and export to a `from_pretrained` folder.
+exact resume, a time box (``train.max_minutes``), and export to a `from_pretrained` folder.
+The model is a preset, or (``model.init_from``) a pretrained causal LM to adapt into a diffusion model.
 """
 
 from __future__ import annotations
@@ -80,13 +81,20 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     total, count, per_task = 0.0, 0, {}
     for _ in range(cfg.train.eval_batches):
         batch = loader_to(next(loader), cfg.train.device)
-        out = diffusion_loss(model, batch, dataclasses.replace(loss_cfg, complementary=False, share_prefix=False), generator=gen)
+        out = diffusion_loss(model, batch, as_evaluated(loss_cfg), generator=gen)
         total, count = total + out.metrics["elbo"], count + 1
         for k, v in out.metrics.items():
             if k.startswith("elbo/"):
                 per_task.setdefault(k, []).append(v)
     model.train(was_training)
     return {"elbo": total / count, **{k: sum(v) / len(v) for k, v in per_task.items()}}
+
+
+def as_evaluated(loss_cfg):
+    """The objective validation scores: one copy per sample, in the attention the model is trained towards
+    (an annealed run is measured as the bidirectional model it becomes, not at its current reveal rate)."""
+    return dataclasses.replace(loss_cfg, complementary=False, share_prefix=False,
+                               attention=loss_cfg.target_attention, anneal_steps=0)
 
 
 def loader_to(batch: dict, device: str) -> dict:
@@ -143,7 +151,14 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     for spec in [*cfg.data.tasks, *(val_specs if cfg.train.eval_every else [])]:
         split_shards(spec.path, spec.split)  # a missing dataset or split stops the run here, before it starts
     vocab = toks.build_vocab()
-    model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
+    initial = None
+    if cfg.model.init_from:  # AR-to-diffusion adaptation: the pretrained architecture and weights, not a preset
+        from omnidiff.models.from_causal_lm import init_model
+
+        initial = init_model(cfg.model.init_from, vocab, cfg.model.overrides)
+        model_cfg = initial.cfg
+    else:
+        model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))
@@ -165,8 +180,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    engine = distributed.build_engine(lambda: Transformer(model_cfg), cfg.distributed, cfg.optim, micro,
-                                      cfg.train.steps, cfg.train.device)
+    engine = distributed.build_engine(lambda: initial if initial is not None else Transformer(model_cfg),
+                                      cfg.distributed, cfg.optim, micro, cfg.train.steps, cfg.train.device)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     model_config = dataclasses.asdict(model_cfg)
     start_step, history = 0, []
@@ -198,6 +213,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
                desc="train", unit="step")
     engine.train()
     last_eval: dict = {}
+    started, out_of_time = time.perf_counter(), False
     for step in bar:
         t0 = time.perf_counter()
         tokens, metrics_acc, lr, own_norm = 0, {}, engine.get_lr()[0], None
@@ -233,11 +249,19 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
                 for s in samples:
                     f.write(json.dumps({"step": done, **s}) + "\n")
                     bar.write(f"[sample @ {done}] {s['prompt']!r} -> {s['sample']!r}")
+        if cfg.train.max_minutes and done < end_step:
+            spent = float((time.perf_counter() - started) / 60 >= cfg.train.max_minutes)
+            out_of_time = float(distributed.all_reduce_mean(torch.tensor([spent]))[0]) > 0  # every rank stops together
+            if out_of_time:
+                bar.write(f"step {done}: train.max_minutes={cfg.train.max_minutes} spent; checkpointing (--resume "
+                          "continues the schedule)")
+                end_step = done
+                break
         if cfg.train.save_every and done % cfg.train.save_every == 0 and done != end_step:
             save(done)
     ckpt = save(end_step) if start_step < end_step else checkpoint.latest_checkpoint(run_dir)
     exported = None
-    if cfg.train.export and end_step == cfg.train.steps:
+    if cfg.train.export and (end_step == cfg.train.steps or out_of_time):
         from omnidiff.pipelines.base import generation_settings
 
         exported = checkpoint.export_pretrained(engine, model_cfg, vocab, run_dir / "model", rank=rank, tokenizers=toks,

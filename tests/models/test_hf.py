@@ -25,6 +25,20 @@ def test_round_trip_identical_logits(tmp_path):
     assert loaded.vocab == vocab
 
 
+def test_tied_embeddings_come_back_tied(tmp_path):
+    # The LM head of a tied model is not stored; loading must tie it again rather than leave it
+    # uninitialised (it once came back as whatever memory held: NaN, huge or zero, varying by run).
+    vocab = Vocab.build({"text": 200})
+    torch.manual_seed(0)
+    model = OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", vocab.size, tie_embeddings=True), vocab))
+    model.save_pretrained(tmp_path)
+    loaded = OmniDiffModel.from_pretrained(tmp_path).eval()
+    assert loaded.model.lm_head.weight is loaded.model.embed.weight
+    tokens = torch.randint(0, vocab.size, (2, 10))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(tokens, attention="full"), loaded(tokens, attention="full"))
+
+
 def test_vocab_mismatch_and_missing_folder(tmp_path):
     vocab = Vocab.build({"text": 200})
     OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", vocab.size), vocab)).save_pretrained(tmp_path)
