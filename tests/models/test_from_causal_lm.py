@@ -123,3 +123,26 @@ def test_diffusion_loss_on_ar_init_with_shift_and_annealing(saved):
         out = diffusion_loss(ours, batch, cfg, generator=g, step=step)
         out.loss.backward()
         assert torch.isfinite(out.loss) and ours.embed.weight.grad is not None
+
+
+def test_smollm2_geometry_maps_exactly(tmp_path):
+    # SmolLM2-135M's shape in miniature: 9 query / 3 key-value heads, tied embeddings, RoPE theta 1e5,
+    # RMSNorm eps 1e-5 as float32 stores it; read far past the short sequences above.
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=72, intermediate_size=96, num_hidden_layers=2, num_attention_heads=9,
+                      num_key_value_heads=3, vocab_size=HF_VOCAB, rope_theta=100000.0, rms_norm_eps=9.999999747378752e-06,
+                      tie_word_embeddings=True, max_position_embeddings=8192)
+    hf = LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_causal_lm(tmp_path).eval()
+    assert (ours.cfg.num_heads, ours.cfg.num_kv_heads, ours.cfg.rope_theta) == (9, 3, 100000.0)
+    assert ours.cfg.tie_embeddings and ours.lm_head.weight is ours.embed.weight and ours.cfg.norm_eps == cfg.rms_norm_eps
+    positions = torch.arange(8192).view(1, -1)
+    cos, sin = LlamaRotaryEmbedding(cfg)(torch.zeros(1, dtype=torch.float32), positions)
+    half = cos.shape[-1] // 2  # HF repeats the table for the two halves of a head
+    assert torch.equal(ours.rope.cos, cos[0, :, :half]) and torch.equal(ours.rope.sin, sin[0, :, :half])
+    tokens = torch.randint(0, HF_VOCAB, (1, 700), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens, attention="causal"), hf(tokens).logits, atol=1e-5, rtol=1e-5)
