@@ -65,13 +65,15 @@ def image_ids(toks, vocab, image) -> torch.Tensor:
     return tok.to_global(vocab, tok.encode(image)).long()
 
 
-def audio_ids(toks, vocab, wav) -> torch.Tensor:
-    """Global ids of a decoded ``wav`` member ``{"array", "sample_rate"}`` (frame-major, levels interleaved)."""
+def audio_ids(toks, vocab, wav, levels: int | None = None) -> torch.Tensor:
+    """Global ids of a decoded ``wav`` member ``{"array", "sample_rate"}`` (frame-major, levels interleaved),
+    with the first ``levels`` codec levels (all by default)."""
     tok = need(toks, "audio")
+    levels = tok.check_levels(levels)
     wave = torch.as_tensor(np.asarray(wav["array"], dtype=np.float32))
     if wave.ndim != 1:
         raise ValueError(f"expected mono audio, got shape {tuple(wave.shape)}")
-    return tok.to_global(vocab, tok.encode((wave, int(wav["sample_rate"])))).long()
+    return tok.to_global(vocab, tok.encode((wave, int(wav["sample_rate"])))[:, :levels]).long()
 
 
 def action_ids(toks, vocab, chunk) -> torch.Tensor:

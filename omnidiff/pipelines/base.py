@@ -36,6 +36,17 @@ def generation_settings(objective, tasks) -> dict:
             "block_size": objective.block_size, "shift": bool(objective.shift), "tasks": per_task}
 
 
+def trained_task(name: str, settings: dict):
+    """Task ``name`` with the options it was trained with (``settings["tasks"]``), so prompts and answers
+    are laid out as in training (e.g. ``audio_levels``); options a task does not have are ignored."""
+    task = get_task(name)
+    if not dataclasses.is_dataclass(task):  # a task without options
+        return task
+    stored = settings.get("tasks", {}).get(task.name, {})
+    known = {f.name for f in dataclasses.fields(task)}
+    return dataclasses.replace(task, **{k: v for k, v in stored.items() if k in known})
+
+
 class DiffusionPipeline:
     """Base class: holds ``model`` (a `Transformer`), ``tokenizers`` (a `TokenizerSet`) and ``vocab``.
 
@@ -50,7 +61,7 @@ class DiffusionPipeline:
         self.tokenizers = tokenizers
         self.vocab = vocab
         self.settings = settings or {"attention": "prefix", "block_size": None, "shift": False, "tasks": {}}
-        self.task_impl = get_task(self.task)
+        self.task_impl = trained_task(self.task, self.settings)
         missing = [m for m in self.task_impl.modalities if getattr(tokenizers, m, None) is None]
         if missing:
             raise ValueError(f"the {self.task!r} pipeline needs tokenizers for {missing}; the model folder has "

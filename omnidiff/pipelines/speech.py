@@ -3,8 +3,9 @@
 Audio goes in and comes out as ``{"array": float32 [T], "sample_rate": int}`` (the shard format);
 input at any rate or channel count is checked and mixed down by `inputs.as_wave`.
 Speech synthesis decodes codec tokens level by level in the interleaved order the tokenizer uses
-(`cyclic_layout`), stops at ``</audio>`` or ``<eos>``, and drops an incomplete last frame (an
-answer that ends at once gives an empty array).
+(`cyclic_layout`) over the levels the model was trained to generate (``audio_levels``), stops at
+``</audio>`` or ``<eos>``, and drops an incomplete last frame (an answer that ends at once gives an
+empty array).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class TTSPipeline(DiffusionPipeline):
         if not texts:
             raise ValueError("no text given")
         tok, vocab = self.tokenizers.audio, self.vocab
-        names = list(tok.vocab_ranges())
+        levels = tok.check_levels(self.task_impl.audio_levels)
+        names = tok.range_names()[:levels]
         length = self.answer_len(answer_len, 512)
         layout = cyclic_layout(vocab, names, length, specials=("</audio>", "<eos>"))
         prompts = [self.task_impl.prompt(self.tokenizers, vocab, t) for t in texts]
@@ -52,6 +54,6 @@ class TTSPipeline(DiffusionPipeline):
             if end == 0:  # the model ended the audio at once: an empty recording, not an error
                 out.append({"array": np.zeros(0, np.float32), "sample_rate": int(tok.config.sample_rate)})
                 continue
-            wave, rate = tok.decode(tok.from_global(vocab, a[:end]))
+            wave, rate = tok.decode(tok.from_global(vocab, a[:end], levels))
             out.append({"array": np.asarray(wave, dtype=np.float32), "sample_rate": int(rate)})
         return out

@@ -2,7 +2,9 @@
 
 Audio is never cut mid-utterance (that would teach the model to drop words): a recording longer
 than ``answer_len`` tokens rejects the sample with a clear message. ``uncond_prob`` > 0 replaces the
-transcript with ``<uncond>`` for classifier-free guidance, as in text_to_image.
+transcript with ``<uncond>`` for classifier-free guidance, as in text_to_image. ``audio_levels``
+keeps the first k residual codec levels of the answer (``None``: all): k/levels as many tokens to
+generate, decoded from the coarse levels alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class TTSTask:
     name: ClassVar[str] = "tts"
     modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
     uncond_prob: float = 0.0
+    audio_levels: int | None = None
 
     def prompt(self, toks, vocab, text: str | None) -> torch.Tensor:
         """The prefix for a transcript; ``None`` gives the unconditional prefix (``<uncond>``)."""
@@ -38,7 +41,7 @@ class TTSTask:
         text = transcript(sample)
         uncond = self.uncond_prob > 0 and sample_rng(sample, "uncond").random() < self.uncond_prob
         prefix = self.prompt(toks, vocab, None if uncond else text)
-        answer = torch.cat([audio_ids(toks, vocab, require(sample, "wav")), specials(vocab, "</audio>")])
+        answer = torch.cat([audio_ids(toks, vocab, require(sample, "wav"), self.audio_levels), specials(vocab, "</audio>")])
         return prefix, fit_answer(answer, answer_len, vocab.eos_id, f"the audio of sample {sample.get('__key__')}")
 
     def needed_answer_len(self, toks, manifest: dict) -> int:
@@ -47,8 +50,9 @@ class TTSTask:
         build_speech.py records that bound (``max_seconds``, ``sample_rate``); without it the length
         is unknown here and each sample is checked when it is formatted.
         """
+        need(toks, "audio").check_levels(self.audio_levels)
         if "max_seconds" not in manifest:
             return MIN_TEXT_ANSWER_LEN
         rate = int(manifest.get("sample_rate", 16000))
         longest = math.floor(float(manifest["max_seconds"]) * rate)  # the builder keeps len(wave) <= this
-        return need(toks, "audio").num_tokens(longest, rate) + 1
+        return need(toks, "audio").num_tokens(longest, rate, self.audio_levels) + 1

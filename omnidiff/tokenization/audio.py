@@ -315,8 +315,9 @@ class AudioTokenizer:
     def tokens_per_second(self) -> float:
         return self.config.frames_per_second * self.config.levels
 
-    def num_tokens(self, num_samples: int, sample_rate: int) -> int:
-        """How many global ids `encode` then `to_global` make of ``num_samples`` samples at ``sample_rate``.
+    def num_tokens(self, num_samples: int, sample_rate: int, levels: int | None = None) -> int:
+        """How many global ids `encode` then `to_global` make of ``num_samples`` samples at ``sample_rate``
+        (with the first ``levels`` codec levels; all by default).
 
         Exact, without running the codec: the wave is resampled to the codec's rate (length rounded
         up, as torchaudio does), the mel spectrogram has centred frames (``samples // hop + 1``), and
@@ -325,7 +326,15 @@ class AudioTokenizer:
         cfg = self.config
         samples = -(-num_samples * cfg.sample_rate // sample_rate)
         mel_frames = samples // cfg.hop_length + 1
-        return -(-mel_frames // cfg.downsample) * cfg.levels
+        return -(-mel_frames // cfg.downsample) * self.check_levels(levels)
+
+    def check_levels(self, levels: int | None) -> int:
+        """``levels`` (``None``: all of them), or a ValueError unless 1 <= levels <= the codec's levels."""
+        if levels is None:
+            return self.levels
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= self.levels:
+            raise ValueError(f"audio levels must be an integer from 1 to the codec's {self.levels}, got {levels!r}")
+        return levels
 
     @property
     def vocab_size(self) -> int:
@@ -388,8 +397,9 @@ class AudioTokenizer:
 
     def _check_codes(self, ids: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids)
-        if ids.ndim != 2 or ids.shape[1] != self.levels:
-            raise ValueError(f"audio ids must have shape [frames, {self.levels}], got {tuple(ids.shape)}")
+        if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.levels:
+            raise ValueError(f"audio ids must have shape [frames, levels] with 1 to {self.levels} levels, "
+                             f"got {tuple(ids.shape)}")
         if ids.shape[0] == 0:
             raise ValueError("cannot decode zero audio frames")
         if ids.dtype.is_floating_point or int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size:
@@ -399,7 +409,11 @@ class AudioTokenizer:
 
     @torch.no_grad()
     def decode_mel(self, ids: torch.Tensor) -> torch.Tensor:
-        """Codes ``[frames, levels]`` -> reconstructed log-mel ``[M, frames * downsample]``."""
+        """Codes ``[frames, k]`` -> reconstructed log-mel ``[M, frames * downsample]``.
+
+        ``k`` may be fewer than the codec's levels: the first ``k`` residual levels are summed (a
+        coarser reconstruction), as a model trained on fewer levels produces.
+        """
         ids = self._check_codes(ids)
         z_DF = self.codec.rvq.lookup(ids).T
         return self.codec.denormalise(self.codec.decode_latent(z_DF[None]))[0]
@@ -415,21 +429,25 @@ class AudioTokenizer:
         return [self.decode(i) for i in ids]
 
     def to_global(self, vocab: Vocab, local_ids: torch.Tensor) -> torch.Tensor:
-        """``[F, L]`` local ids -> flat global ids f0l0, f0l1, ..., f1l0, ... (frame-major)."""
+        """``[F, k]`` local ids of the first k levels -> flat global ids f0l0, f0l1, ..., f1l0, ... (frame-major)."""
         ids = torch.as_tensor(local_ids)
-        if ids.ndim != 2 or ids.shape[1] != self.levels:
-            raise ValueError(f"audio ids must have shape [frames, {self.levels}], got {tuple(ids.shape)}")
-        columns = [vocab.to_global(name, ids[:, level]) for level, name in enumerate(self.range_names())]
+        if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.levels:
+            raise ValueError(f"audio ids must have shape [frames, levels] with 1 to {self.levels} levels, "
+                             f"got {tuple(ids.shape)}")
+        names = self.range_names()
+        columns = [vocab.to_global(names[level], ids[:, level]) for level in range(ids.shape[1])]
         return torch.stack(columns, 1).reshape(-1)
 
-    def from_global(self, vocab: Vocab, global_ids: torch.Tensor) -> torch.Tensor:
-        """Flat frame-major global ids -> ``[F, L]`` local ids; each position must hold its level's range."""
+    def from_global(self, vocab: Vocab, global_ids: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Flat frame-major global ids -> ``[F, levels]`` local ids; each position must hold its level's range."""
+        levels = self.check_levels(levels)
         ids = torch.as_tensor(global_ids).reshape(-1)
-        if ids.numel() % self.levels:
-            raise ValueError(f"{ids.numel()} audio ids is not a multiple of the {self.levels} codec levels; "
+        if ids.numel() % levels:
+            raise ValueError(f"{ids.numel()} audio ids is not a multiple of the {levels} codec levels; "
                              "the sequence must hold whole frames")
-        frames = ids.reshape(-1, self.levels)
-        return torch.stack([vocab.to_local(name, frames[:, level]) for level, name in enumerate(self.range_names())], 1)
+        frames = ids.reshape(-1, levels)
+        names = self.range_names()
+        return torch.stack([vocab.to_local(names[level], frames[:, level]) for level in range(levels)], 1)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:

@@ -74,6 +74,26 @@ def test_speech_round_trip_types(model_dir):
     assert waves[0]["sample_rate"] == 16000 and waves[0]["array"].dtype == np.float32
 
 
+def test_tts_generates_only_the_levels_it_was_trained_on(model_dir):
+    base = TTSPipeline.from_pretrained(model_dir)
+    settings = {**base.settings, "tasks": {**base.settings.get("tasks", {}), "tts": {"answer_len": 12, "audio_levels": 1}}}
+    pipe = TTSPipeline(base.model, base.tokenizers, base.vocab, settings=settings)
+    assert pipe.task_impl.audio_levels == 1
+    seen, decode = {}, pipe.decode
+
+    def spy(prompts, length, **kwargs):
+        seen["layout"] = kwargs["answer_layout"]
+        return decode(prompts, length, **kwargs)
+
+    pipe.decode = spy
+    wave = pipe(["turn on the lights"])[0]
+    level0 = base.vocab.range("audio.0")
+    audio_columns = seen["layout"][:, level0.offset + level0.size:level0.offset + 2 * level0.size]
+    assert seen["layout"].shape[0] == 12 and not audio_columns.any()  # no column may hold a level-1 code
+    assert seen["layout"][:, level0.offset:level0.offset + level0.size].all()
+    assert wave["array"].dtype == np.float32
+
+
 def test_vla_policy_replays_its_chunk(model_dir, monkeypatch):
     policy = VLAPolicy.from_pretrained(model_dir, execute_steps=3)
     obs, state = picture(3), np.zeros(3, np.float32)

@@ -90,17 +90,30 @@ class StubAudio(_Stub):
     def decode(self, ids):
         return torch.repeat_interleave(ids[:, 0].float() / 16, self.hop)
 
-    def num_tokens(self, num_samples, sample_rate):
+    levels = 2
+
+    def range_names(self):
+        return list(self.vocab_ranges())
+
+    def check_levels(self, levels):
+        if levels is None:
+            return self.levels
+        if not 1 <= levels <= self.levels:
+            raise ValueError(f"audio levels must be an integer from 1 to the codec's {self.levels}, got {levels!r}")
+        return levels
+
+    def num_tokens(self, num_samples, sample_rate, levels=None):
         assert sample_rate == 16000
-        return max(1, num_samples // self.hop) * 2
+        return max(1, num_samples // self.hop) * self.check_levels(levels)
 
     def to_global(self, vocab, local_ids):
         cols = [vocab.to_global(f"audio_l{k}", local_ids[:, k]) for k in range(local_ids.shape[1])]
         return torch.stack(cols, dim=1).reshape(-1)
 
-    def from_global(self, vocab, global_ids):
-        g = global_ids.reshape(-1, 2)
-        return torch.stack([vocab.to_local(f"audio_l{k}", g[:, k]) for k in range(2)], dim=1)
+    def from_global(self, vocab, global_ids, levels=None):
+        levels = self.check_levels(levels)
+        g = global_ids.reshape(-1, levels)
+        return torch.stack([vocab.to_local(f"audio_l{k}", g[:, k]) for k in range(levels)], dim=1)
 
 
 class StubAction(_Stub):

@@ -93,6 +93,23 @@ def test_asr_and_tts_layout():
         get_task("tts").format(sample, TOKS, VOCAB, 30)
 
 
+def test_audio_levels_keep_the_first_codec_levels():
+    sample = speech_sample(4, seconds=0.2)  # 20 frames x 2 levels
+    full_prefix = get_task("asr").format(sample, TOKS, VOCAB, 12)[0]
+    asr = dataclasses.replace(get_task("asr"), audio_levels=1)
+    prefix, answer = asr.format(sample, TOKS, VOCAB, 12)
+    assert prefix.numel() == 3 + 20 + 1 and text_of(answer) == "say 4"
+    assert torch.equal(prefix[3:-1], full_prefix[3:-1:2])  # level 0 of every frame, in order
+    tts = dataclasses.replace(get_task("tts"), audio_levels=1)
+    answer = tts.format(sample, TOKS, VOCAB, 24)[1]
+    assert answer[20] == S("</audio>") and {VOCAB.range_of(int(i)).name for i in answer[:20]} == {"audio_l0"}
+    manifest = {"max_seconds": 0.2, "sample_rate": 16000}
+    assert tts.needed_answer_len(TOKS, manifest) == 21 and get_task("tts").needed_answer_len(TOKS, manifest) == 41
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="audio levels must be an integer from 1 to the codec's 2"):
+            dataclasses.replace(get_task("asr"), audio_levels=bad).needed_answer_len(TOKS, {})
+
+
 def test_vla_layout_with_and_without_proprio():
     sample = {**robot_sample(5), "__epoch__": 1}
     prefix, answer = get_task("vla").format(sample, TOKS, VOCAB, 20)

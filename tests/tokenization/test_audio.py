@@ -57,6 +57,24 @@ def test_to_global_interleaves_levels_frame_major_and_round_trips(tok):
         tok.from_global(vocab, flat[[0, 0, 2]])
 
 
+def test_first_levels_round_trip_and_decode_coarser(tok):
+    vocab = Vocab.build({"text": 10})
+    register(vocab, tok)
+    real = tok.encode((chirp(0.3), 16000))
+    coarse = real[:, :2]
+    flat = tok.to_global(vocab, coarse)
+    assert flat.numel() == 2 * real.shape[0] == tok.num_tokens(int(0.3 * 16000), 16000, levels=2)
+    assert torch.equal(tok.from_global(vocab, flat, levels=2), coarse)
+    mel_full, mel_coarse = tok.decode_mel(real), tok.decode_mel(coarse)
+    assert mel_coarse.shape == mel_full.shape and not torch.allclose(mel_coarse, mel_full)
+    z = tok.codec.rvq.codebooks[0][coarse[:, 0]] + tok.codec.rvq.codebooks[1][coarse[:, 1]]
+    expected = tok.codec.denormalise(tok.codec.decode_latent(z.T[None]))[0]
+    assert torch.allclose(mel_coarse, expected, atol=1e-6)
+    for bad in (0, 4, True):
+        with pytest.raises(ValueError, match="audio levels must be an integer from 1 to the codec's 3"):
+            tok.check_levels(bad)
+
+
 def test_save_load_gives_identical_codes(tok, tmp_path):
     tok.save(tmp_path / "audio")
     loaded = AudioTokenizer.load(tmp_path / "audio")
@@ -87,7 +105,7 @@ def test_bad_audio_is_rejected(tok, raw, message):
 
 
 @pytest.mark.parametrize("ids, message", [
-    (torch.zeros(4, 2, dtype=torch.long), "shape"),
+    (torch.zeros(4, 4, dtype=torch.long), "shape"),
     (torch.full((4, 3), 16), r"\[0, 16\)"),
     (torch.zeros(0, 3, dtype=torch.long), "zero audio frames"),
 ])
