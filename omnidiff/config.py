@@ -30,6 +30,13 @@ class ModelConfig:
     # A local Llama/Qwen2 folder (save_pretrained) to start from, e.g. runs/pretrained/smollm2-135m:
     # its architecture and weights replace the preset's (omnidiff.models.from_causal_lm.init_model).
     init_from: str = ""
+    # "codebook": image/audio code and action bin embeddings start from the tokenizers' own vectors
+    # (omnidiff.models.code_embeddings); "random": all rows random.
+    init_embeddings: str = "random"
+
+    def __post_init__(self):
+        if self.init_embeddings not in ("random", "codebook"):
+            raise ValueError(f"model.init_embeddings must be 'random' or 'codebook', got {self.init_embeddings!r}")
 
 
 @dataclass

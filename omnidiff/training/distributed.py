@@ -14,6 +14,7 @@ import math
 import os
 import socket
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import deepspeed
 import torch
@@ -67,6 +68,17 @@ def local_device(device: str) -> str:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
     return device
+
+
+@contextmanager
+def gathered_for_update(params: list[torch.Tensor]):
+    """Within: ``params`` whole on every rank for an in-place change, kept when it ends (ZeRO-3 partitions
+    parameters as they are built; otherwise there is nothing to gather)."""
+    if any(hasattr(p, "ds_id") for p in params):
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            yield
+    else:
+        yield
 
 
 def barrier() -> None:

@@ -140,6 +140,18 @@ def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {"torch": torch.get_rng_state(), "loss_generator": gen.get_state()}
 
 
+def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks) -> Transformer:
+    """The model a run starts from: ``initial`` (a pretrained one) or a fresh preset, with code embeddings
+    from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook``."""
+    model = initial if initial is not None else Transformer(model_cfg)
+    if cfg.model.init_embeddings == "codebook":
+        from omnidiff.models.code_embeddings import init_code_embeddings
+
+        with distributed.gathered_for_update([model.embed.weight]):
+            init_code_embeddings(model.embed.weight, vocab, toks, std=model_cfg.init_std, seed=cfg.train.seed)
+    return model
+
+
 def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Train as ``cfg`` says; returns a summary (final metrics, paths)."""
     if not cfg.tokenizers:
@@ -180,7 +192,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    engine = distributed.build_engine(lambda: initial if initial is not None else Transformer(model_cfg),
+    engine = distributed.build_engine(lambda: new_model(cfg, model_cfg, initial, vocab, toks),
                                       cfg.distributed, cfg.optim, micro, cfg.train.steps, cfg.train.device)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     model_config = dataclasses.asdict(model_cfg)
