@@ -84,6 +84,7 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int = 4
     save_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2  # step checkpoints kept on disk; each save deletes older ones beyond this (0: keep all)
     stop_at: int = 0  # > 0: checkpoint and stop at this step (time-boxed jobs); --resume continues the schedule
     max_minutes: float = 0.0  # > 0: after this many minutes of steps, checkpoint, export and stop; --resume continues
     sample_every: int = 0  # 0: no sample generation during training
@@ -94,7 +95,7 @@ class TrainConfig:
     def __post_init__(self):
         check_numbers("train", self, steps=(1, None), seed=(0, None), log_every=(1, None), eval_every=(0, None),
                       eval_batches=(1, None), save_every=(0, None), stop_at=(0, None), sample_every=(0, None),
-                      sample_prompts=(0, None), max_minutes=(0, None))
+                      sample_prompts=(0, None), max_minutes=(0, None), keep_checkpoints=(0, None))
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"train.out must name the run folder, e.g. runs/my_run; got {self.out!r}")
 

@@ -6,11 +6,20 @@ one shard per rank under ZeRO), ``train_state.json`` (step, metrics so far), ``d
 ``config.yaml`` (the resolved run config) and ``omnidiff_vocab.json``. Everything is written into
 ``step_<N>.tmp`` and renamed when complete; ``latest`` names the newest complete checkpoint. A
 failure mid-write leaves the previous checkpoint untouched and no partial one behind.
+
+Pruning (``keep``, from ``train.keep_checkpoints``): once a new checkpoint is complete and ``latest``
+names it, rank 0 deletes the older ``step_<N>`` folders beyond the ``keep`` newest. A folder is first
+renamed to ``step_<N>.pruning`` and then removed, so an interrupted delete never leaves a partial
+folder under a checkpoint's name. Only complete step folders are touched (the name pattern and a
+``train_state.json``); folders with a higher step than the new one (an earlier run in the same
+folder that went further) are left alone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +27,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from omnidiff.training import distributed
+
+STEP_FOLDER = re.compile(r"step_(\d{8,})")
+PRUNING_FOLDER = re.compile(r"step_\d{8,}\.pruning")
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -33,8 +47,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(engine, run_dir: str | Path, step: int, *, rank: int, train_state: dict, data_state: dict,
-                    rng_state: dict[str, torch.Tensor], config_text: str, vocab) -> Path:
-    """Write ``step_<step>`` atomically (every rank calls this)."""
+                    rng_state: dict[str, torch.Tensor], config_text: str, vocab, keep: int = 0) -> Path:
+    """Write ``step_<step>`` atomically (every rank calls this), then keep the ``keep`` newest (0: all)."""
     root = checkpoint_dir(run_dir)
     final, tmp = root / f"step_{step:08d}", root / f"step_{step:08d}.tmp"
     if rank == 0:
@@ -60,8 +74,54 @@ def save_checkpoint(engine, run_dir: str | Path, step: int, *, rank: int, train_
         pointer = root / "latest.tmp"
         pointer.write_text(final.name)
         pointer.replace(root / "latest")
+        if keep:
+            try:
+                prune_checkpoints(run_dir, keep, final)
+            except OSError as err:  # the new checkpoint is complete: a failed delete must not stop the run
+                log.warning("could not delete old checkpoints in %s: %s", root, err)
     distributed.barrier()
     return final
+
+
+def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """The complete ``step_<N>`` folders of ``run_dir`` as (step, path), oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = STEP_FOLDER.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and (path / "train_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int, newest: Path) -> list[Path]:
+    """Delete the step checkpoints older than ``newest`` beyond the ``keep`` newest (``newest`` counts as one).
+
+    Called by rank 0 after ``latest`` names ``newest``. Neither ``newest`` nor the folder ``latest``
+    names is ever deleted. Returns the deleted folders.
+
+    Args:
+        run_dir: the run folder (checkpoints live in ``run_dir/checkpoints``).
+        keep: how many checkpoints to keep, at least 1.
+        newest: the checkpoint just written.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a positive number of checkpoints, got {keep!r}")
+    root = checkpoint_dir(run_dir)
+    for leftover in root.iterdir():  # a delete interrupted earlier
+        if PRUNING_FOLDER.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+    newest_step = int(STEP_FOLDER.fullmatch(newest.name).group(1))
+    latest = latest_checkpoint(run_dir)
+    older = [path for step, path in step_checkpoints(run_dir) if step < newest_step and path != latest]
+    doomed = older[:max(0, len(older) - (keep - 1))]
+    for path in doomed:
+        trash = path.with_name(path.name + ".pruning")
+        path.rename(trash)
+        shutil.rmtree(trash)
+    return doomed
 
 
 def check_resumable(path: Path, vocab, model_config: dict) -> dict:

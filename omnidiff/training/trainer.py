@@ -216,7 +216,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         state = {"step": step, "history": history, "model_config": model_config}
         return checkpoint.save_checkpoint(engine, run_dir, step, rank=rank, train_state=state,
                                           data_state=loader.state_dict(), rng_state=_rng_state(gen),
-                                          config_text=config_text, vocab=vocab)
+                                          config_text=config_text, vocab=vocab,
+                                          keep=cfg.train.keep_checkpoints)
 
     from tqdm import tqdm
 
