@@ -66,7 +66,8 @@ def usage_stats(codes: list[torch.Tensor], levels: int, size: int) -> tuple[list
     return usage, perplexity
 
 
-def run(tokenizer_dir: Path, num: int, examples: int, out_md: Path, threads: int) -> dict:
+def run(tokenizer_dir: Path, num: int, examples: int, out_md: Path, threads: int,
+        levels: tuple[int, ...] = ()) -> dict:
     import soundfile as sf
 
     from omnidiff.eval.speech import Transcriber, word_error_rate
@@ -75,7 +76,8 @@ def run(tokenizer_dir: Path, num: int, examples: int, out_md: Path, threads: int
     tok = AudioTokenizer.load(tokenizer_dir)
     utterances = held_out_utterances(num)
     transcriber = Transcriber(threads=threads)
-    refs, hyps = [], {"original": [], "mel_griffin_lim": [], "codec": []}
+    levels = tuple(tok.check_levels(k) for k in levels)
+    refs, hyps = [], {"original": [], "mel_griffin_lim": [], "codec": [], **{f"codec_{k}_levels": [] for k in levels}}
     l1 = {"codec_mel": [], "mel_griffin_lim": [], "codec": []}
     codes_all, seconds, encode_s, decode_s = [], 0.0, 0.0, 0.0
     waves = []
@@ -96,6 +98,8 @@ def run(tokenizer_dir: Path, num: int, examples: int, out_md: Path, threads: int
         refs.append(text)
         for name, audio in (("original", wave), ("mel_griffin_lim", griffin), ("codec", recon)):
             hyps[name].append(transcriber.transcribe(audio))
+        for k in levels:  # what a model trained on the first k levels (audio_levels: k) can sound like at best
+            hyps[f"codec_{k}_levels"].append(transcriber.transcribe(tok.decode(codes[:, :k])[0]))
         codes_all.append(codes)
         seconds += len(wave) / 16000
         waves.append((text, wave, recon))
@@ -106,7 +110,7 @@ def run(tokenizer_dir: Path, num: int, examples: int, out_md: Path, threads: int
     result = {
         "tokenizer": str(tokenizer_dir), "voice": "held-out", "utterances": num, "audio_seconds": round(seconds, 1),
         "tokens_per_second": round(tokens / seconds, 1), "nominal_tokens_per_second": tok.tokens_per_second,
-        "levels": tok.levels, "codebook_size": tok.codebook_size,
+        "levels": tok.levels, "codebook_size": tok.codebook_size, "fewer_levels": list(levels),
         "wer_percent": wer, "wer_delta_codec_vs_original": round(wer["codec"] - wer["original"], 2),
         "mel_l1": {k: round(float(np.mean(v)), 4) for k, v in l1.items()},
         "usage_per_level": usage, "perplexity_per_level": perplexity,
@@ -136,6 +140,8 @@ def markdown(r: dict) -> str:
         f"| log-mel + Griffin-Lim only | - | {wer['mel_griffin_lim']} | {l1['mel_griffin_lim']} |",
         f"| codec round trip ({r['levels']} x {r['codebook_size']}) | {r['tokens_per_second']} | {wer['codec']} "
         f"| {l1['codec']} (decoded mel: {l1['codec_mel']}) |",
+        *[f"| codec, first {k} of {r['levels']} levels only | {r['tokens_per_second'] * k / r['levels']:.1f} "
+          f"| {wer[f'codec_{k}_levels']} | - |" for k in r.get("fewer_levels", [])],
         "",
         "| level | " + " | ".join(str(i) for i in range(r["levels"])) + " |",
         "|---|" + "---|" * r["levels"],
@@ -236,6 +242,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks" / "audio_tokenizer.md")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--levels", type=int, nargs="*", default=[],
+                        help="also decode from only the first K levels (e.g. --levels 1 2 4): WER at K/levels the tokens")
     parser.add_argument("--compare", type=Path, nargs="*", default=[],
                         help="--json files of earlier runs to list beside this one in the markdown")
     args = parser.parse_args()
@@ -247,13 +255,15 @@ def main() -> None:
         if missing:
             raise FileNotFoundError(f"--compare files not found: {missing}")
         others = [json.loads(p.read_text()) for p in args.compare]
-        result = run(args.tokenizer, args.num, args.examples, args.md, args.threads)
+        result = run(args.tokenizer, args.num, args.examples, args.md, args.threads, tuple(args.levels))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     table = markdown(result)
     print(table)
     command = f"python benchmarks/audio_tokenizer_quality.py --tokenizer {args.tokenizer} --num {args.num}"
+    if args.levels:
+        command += " --levels " + " ".join(map(str, args.levels))
     write_doc(result, table, args.md, command, others)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

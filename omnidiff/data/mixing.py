@@ -50,7 +50,7 @@ def configured_task(spec: TaskDataConfig):
     task = get_task(spec.task)
     if not spec.options:
         return task
-    allowed = {f.name for f in dataclasses.fields(task)}
+    allowed = {f.name for f in dataclasses.fields(task)} if dataclasses.is_dataclass(task) else set()
     unknown = sorted(set(spec.options) - allowed)
     if unknown:
         raise ValueError(f"task {spec.task!r} has no options {unknown}; allowed: {sorted(allowed) or 'none'}")

@@ -141,3 +141,12 @@ def test_collate_starts_answers_at_a_multiple_of_prefix_multiple():
                     vocab, prefix_multiple=4)
     assert batch["tokens"].shape == (2, 6) and batch["answer_mask"][:, 4:].all() and not batch["answer_mask"][:, :4].any()
     assert batch["tokens"][0].tolist() == [vocab.pad_id, 2, 5, 6, 7, 8]
+
+
+def test_unknown_task_options_are_named_even_for_a_task_without_options():
+    from omnidiff.data.mixing import configured_task
+
+    with pytest.raises(ValueError, match=r"task 'text' has no options \['audio_levels'\]; allowed: none"):
+        configured_task(TaskDataConfig(task="text", options={"audio_levels": 2}))
+    with pytest.raises(ValueError, match=r"task 'asr' has no options \['levels'\]; allowed: \['audio_levels'\]"):
+        configured_task(TaskDataConfig(task="asr", options={"levels": 2}))
