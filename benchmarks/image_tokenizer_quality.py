@@ -24,7 +24,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from omnidiff.data.sources import mnist, shapes  # noqa: E402
-from omnidiff.eval.image import psnr, score_scene, train_digit_classifier  # noqa: E402
+from omnidiff.eval.image import (  # noqa: E402
+    code_consistency,
+    psnr,
+    score_scene,
+    train_digit_classifier,
+    uniform_patch_codes,
+)
 from omnidiff.tokenization.image import ImageTokenizer, code_statistics  # noqa: E402
 
 EVAL_SEED = 424242  # training draws scenes from default_rng([data.seed, split_seed, i]) with small seeds
@@ -87,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     acc_orig = float((classifier.predict(digit_images) == labels).mean())
     acc_recon = float((classifier.predict(digit_recon) == labels).mean())
 
+    # Synonyms: how many codes one flat colour gets, in scenes and on plain canvases of each colour.
+    consistency = code_consistency(uniform_patch_codes(scene_images, scene_codes))
+    plain = {name: Image.new("RGB", (size, size), rgb) for name, rgb in {**shapes.BACKGROUNDS, **shapes.COLOURS}.items()}
+    plain_codes = torch.stack(tok.encode_batch(list(plain.values())))
+    plain_distinct = {name: int(c.unique().numel()) for name, c in zip(plain, plain_codes, strict=True)}
+
     all_codes = torch.cat([scene_codes.reshape(-1), digit_codes.reshape(-1)])
     stats = code_statistics(all_codes, tok.vocab_size)
     result = {
@@ -108,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         "digit_acc_originals": round(acc_orig, 4),
         "digit_acc_reconstructions": round(acc_recon, 4),
         "round_trip_images_per_s": round(len(scene_images) / seconds, 1),
+        "flat_patch_distinct_codes_per_colour": round(consistency["distinct_codes_per_colour"], 2),
+        "flat_patch_perplexity_per_colour": round(consistency["perplexity_per_colour"], 2),
+        "flat_patch_worst_perplexity": round(consistency["worst_perplexity"], 2),
+        "plain_canvas_distinct_codes": plain_distinct,
     }
     table = "\n".join([
         "| metric | value |", "|---|---|",
@@ -121,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| digit accuracy originals -> reconstructions | {100 * acc_orig:.1f}% -> {100 * acc_recon:.1f}% "
         f"({result['digits']} MNIST test digits) |",
         f"| encode+decode speed (1 thread) | {result['round_trip_images_per_s']} images/s |",
+        f"| codes per flat colour in scenes (synonyms; ideal 1) | {result['flat_patch_distinct_codes_per_colour']} "
+        f"distinct, perplexity {result['flat_patch_perplexity_per_colour']} (worst colour "
+        f"{result['flat_patch_worst_perplexity']}), {consistency['patches']} flat patches |",
+        f"| distinct codes on a plain canvas ({tok.tokens_per_image} positions) | "
+        + ", ".join(f"{k} {v}" for k, v in plain_distinct.items()) + " |",
     ])
     print(table)
     if args.json:

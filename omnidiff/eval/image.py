@@ -1,4 +1,4 @@
-"""Image scoring: read shape scenes back from pixels, classify digits, PSNR.
+"""Image scoring: read shape scenes back from pixels, classify digits, PSNR, code synonyms.
 
 `score_scene` decides for each object of a known scene (`omnidiff.data.sources.shapes`) whether
 an image still shows it with the right colour and shape:
@@ -120,6 +120,42 @@ def psnr(a, b) -> float:
         raise ValueError(f"PSNR needs images of one size, got {x.shape} and {y.shape}")
     mse = float(np.mean((x - y) ** 2))
     return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+
+
+def uniform_patch_codes(images, codes_BHW: torch.Tensor) -> dict[tuple[int, int, int], list[int]]:
+    """The codes given to patches of one flat colour: ``{rgb: [code of each such patch]}``.
+
+    ``codes_BHW`` are the tokenizer's codes of ``images``; each code covers a ``side/W`` pixel patch.
+    A patch counts only when every pixel in it has the same colour, so the ideal tokenizer gives each
+    colour one code wherever it is: how many different codes it uses instead measures synonyms.
+    """
+    out: dict[tuple[int, int, int], list[int]] = {}
+    for image, codes in zip(images, codes_BHW, strict=True):
+        pixels = _as_array(image).astype(np.int64)
+        h, w = codes.shape
+        ph, pw = pixels.shape[0] // h, pixels.shape[1] // w
+        patches = pixels[: h * ph, : w * pw].reshape(h, ph, w, pw, 3).transpose(0, 2, 1, 3, 4).reshape(h, w, -1, 3)
+        flat = (patches == patches[:, :, :1]).all(axis=(2, 3))
+        for i, j in zip(*np.nonzero(flat), strict=True):
+            out.setdefault(tuple(int(c) for c in patches[i, j, 0]), []).append(int(codes[i, j]))
+    return out
+
+
+def code_consistency(patch_codes: dict[tuple[int, int, int], list[int]]) -> dict[str, float]:
+    """Synonym measures over `uniform_patch_codes`: per flat colour, distinct codes and code perplexity
+    (1.0 = one code per colour), averaged over colours weighted by patches, and the worst colour."""
+    rows = []
+    for colour_codes in patch_codes.values():
+        counts = np.bincount(np.asarray(colour_codes))
+        probs = counts[counts > 0] / counts.sum()
+        rows.append((len(colour_codes), int((counts > 0).sum()), float(np.exp(-(probs * np.log(probs)).sum()))))
+    if not rows:
+        raise ValueError("no flat-colour patches in these images; code consistency needs some")
+    n = np.array([r[0] for r in rows], dtype=np.float64)
+    return {"colours": len(rows), "patches": int(n.sum()),
+            "distinct_codes_per_colour": float((n * [r[1] for r in rows]).sum() / n.sum()),
+            "perplexity_per_colour": float((n * [r[2] for r in rows]).sum() / n.sum()),
+            "worst_perplexity": max(r[2] for r in rows)}
 
 
 # ---------------------------------------------------------------------------------------------- digits

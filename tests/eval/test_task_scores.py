@@ -39,3 +39,26 @@ def test_asr_word_error_rate():
     speech = [{"__key__": "a", "wav": {"array": np.zeros(10), "sample_rate": 16000}, "txt": "turn on the lights"}]
     metrics, records = T.evaluate_asr(lambda waves: ["turn off the lights"], speech)
     assert metrics["wer"] == pytest.approx(0.25) and records[0]["wer"] == pytest.approx(0.25)
+
+
+def test_code_consistency_counts_synonyms_of_flat_patches():
+    import torch
+    from PIL import Image
+
+    from omnidiff.eval.image import code_consistency, uniform_patch_codes
+
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    pixels[:2, 2:] = (255, 0, 0)  # one red 2x2 patch; the rest black
+    pixels[2:, :2] = (0, 0, 0)
+    pixels[3, 3] = (9, 9, 9)  # the bottom-right patch is not flat: it does not count
+    image = Image.fromarray(pixels)
+    codes = torch.tensor([[[5, 7], [6, 1]]])  # black patches get codes 5 and 6: two synonyms
+    found = uniform_patch_codes([image], codes)
+    assert found == {(0, 0, 0): [5, 6], (255, 0, 0): [7]}
+    stats = code_consistency(found)
+    assert stats["colours"] == 2 and stats["patches"] == 3
+    assert stats["distinct_codes_per_colour"] == (2 * 2 + 1 * 1) / 3
+    assert abs(stats["worst_perplexity"] - 2.0) < 1e-9
+    assert code_consistency({(0, 0, 0): [3, 3, 3]})["perplexity_per_colour"] == 1.0
+    with pytest.raises(ValueError, match="no flat-colour patches"):
+        code_consistency({})
