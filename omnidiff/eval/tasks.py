@@ -49,6 +49,7 @@ def caption_scores(caption: str, sample: dict) -> dict:
         named = _PAIR.findall(_norm(caption))
         if named:
             out["pair_precision"] = sum(p in truth for p in named) / len(named)
+        out["pair_recall"] = sum(p in set(named) for p in truth) / len(truth)
         shapes = {o["shape"] for o in scene["objects"]}
         words = set(_norm(caption).split())
         out["shape_recall"] = sum(s in words or s + "s" in words for s in shapes) / len(shapes)
@@ -64,8 +65,8 @@ def evaluate_caption(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[di
         sc = caption_scores(c, s)
         scores.append(sc)
         records.append({"key": s["__key__"], "caption": c, "reference": s.get("txt"), **sc})
-    metrics = {k: _mean([sc[k] for sc in scores if k in sc]) for k in ("exact", "pair_precision", "shape_recall",
-                                                                       "digit_correct")}
+    metrics = {k: _mean([sc[k] for sc in scores if k in sc]) for k in ("exact", "pair_precision", "pair_recall",
+                                                                       "shape_recall", "digit_correct")}
     return {k: v for k, v in metrics.items() if v is not None} | {"n": len(samples)}, records
 
 

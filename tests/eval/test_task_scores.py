@@ -15,11 +15,13 @@ SAMPLE = {"__key__": "k1", "png": None, "txt": "a red circle and a blue square",
 
 def test_caption_scores():
     right = T.caption_scores("A red circle and a blue square.", SAMPLE)
-    assert right == {"exact": 1.0, "pair_precision": 1.0, "shape_recall": 1.0}
+    assert right == {"exact": 1.0, "pair_precision": 1.0, "pair_recall": 1.0, "shape_recall": 1.0}
     wrong = T.caption_scores("a green circle", SAMPLE)
     assert wrong["exact"] == 0.0 and wrong["pair_precision"] == 0.0 and wrong["shape_recall"] == 0.5
+    assert wrong["pair_recall"] == 0.0
     sized = T.caption_scores("a small red circle and a large blue triangle", SAMPLE)
-    assert sized["pair_precision"] == 0.5
+    assert sized["pair_precision"] == 0.5 and sized["pair_recall"] == 0.5
+    assert T.caption_scores("a red circle", SAMPLE)["pair_recall"] == 0.5  # precise, but names half the scene
     digit = T.caption_scores("a handwritten seven", {"txt": "a handwritten seven", "json": {"label": 7}})
     assert digit["digit_correct"] == 1.0 and digit["exact"] == 1.0
 
