@@ -89,13 +89,16 @@ class TrainConfig:
     max_minutes: float = 0.0  # > 0: after this many minutes of steps, checkpoint, export and stop; --resume continues
     sample_every: int = 0  # 0: no sample generation during training
     sample_prompts: int = 2
+    task_eval_every: int = 0  # > 0: every N steps, score each task on held-out samples (learning curves)
+    task_eval_num: int = 16  # held-out samples per stream for those scores
     tensorboard: bool = True
     export: bool = True  # write an OmniDiffModel folder (from_pretrained) at the end
 
     def __post_init__(self):
         check_numbers("train", self, steps=(1, None), seed=(0, None), log_every=(1, None), eval_every=(0, None),
                       eval_batches=(1, None), save_every=(0, None), stop_at=(0, None), sample_every=(0, None),
-                      sample_prompts=(0, None), max_minutes=(0, None), keep_checkpoints=(0, None))
+                      sample_prompts=(0, None), max_minutes=(0, None), keep_checkpoints=(0, None),
+                      task_eval_every=(0, None), task_eval_num=(1, None))
         if not isinstance(self.out, str) or not self.out.strip():
             raise ValueError(f"train.out must name the run folder, e.g. runs/my_run; got {self.out!r}")
 

@@ -28,6 +28,7 @@ from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
 from omnidiff.tokenization.registry import TokenizerSet
 from omnidiff.training import checkpoint, distributed
+from omnidiff.training.task_eval import task_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
                                       cfg.distributed, cfg.optim, micro, cfg.train.steps, cfg.train.device)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     model_config = dataclasses.asdict(model_cfg)
-    start_step, history = 0, []
+    start_step, history, clock = 0, [], {"train_seconds": 0.0}  # seconds inside training steps, across resumes
     if resume:
         path = checkpoint.latest_checkpoint(run_dir)
         if path is None:
@@ -207,13 +208,15 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         torch.set_rng_state(rng["torch"])
         gen.set_state(rng["loss_generator"])
         start_step, history = state["step"], state.get("history", [])
+        clock["train_seconds"] = float(state.get("train_seconds", 0.0))
     if rank == 0:
         (run_dir / "config.yaml").write_text(config_text)
         vocab.save(run_dir)
     logger = MetricsLogger(run_dir, rank == 0, cfg.train.tensorboard)
+    task_eval = task_evaluator(cfg, toks, vocab, run_dir)
 
     def save(step: int) -> Path:
-        state = {"step": step, "history": history, "model_config": model_config}
+        state = {"step": step, "history": history, "model_config": model_config, **clock}
         return checkpoint.save_checkpoint(engine, run_dir, step, rank=rank, train_state=state,
                                           data_state=loader.state_dict(), rng_state=_rng_state(gen),
                                           config_text=config_text, vocab=vocab,
@@ -240,13 +243,14 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
             tokens += int(batch["padding_mask"].sum()) * world
             for k, v in out.metrics.items():
                 metrics_acc[k] = metrics_acc.get(k, 0.0) + v / cfg.distributed.grad_accum
+        clock["train_seconds"] += time.perf_counter() - t0
         loss_avg = float(distributed.all_reduce_mean(torch.tensor([metrics_acc["loss"]]))[0])
         history.append(round(loss_avg, 6))
         grad_norm = engine.get_global_grad_norm() if own_norm is None else own_norm
         metrics = {**metrics_acc, "loss": loss_avg, "lr": lr,
                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
                    "tokens_per_s": tokens / (time.perf_counter() - t0),
-                   "expert_balance": expert_balance(out.expert_load)}
+                   "expert_balance": expert_balance(out.expert_load), "train_minutes": clock["train_seconds"] / 60}
         bar.set_postfix(loss=f"{loss_avg:.3f}", elbo=f"{metrics_acc.get('elbo', 0):.3f}")
         done = step + 1
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
@@ -256,6 +260,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
             logger.log(done, last_eval, prefix="val")
             if rank == 0:
                 bar.write(f"step {done}: val elbo {last_eval['elbo']:.4f} nats/token")
+        if task_eval is not None and (done % cfg.train.task_eval_every == 0 or done == cfg.train.steps):
+            logger.log(done, {"train_minutes": clock["train_seconds"] / 60, **task_eval(engine.module)},
+                       prefix="task_eval")
         if cfg.train.sample_every and done % cfg.train.sample_every == 0 and rank == 0:
             samples = sample_text(engine.module, cfg, toks, vocab, cfg.train.sample_prompts)
             with open(run_dir / "samples.jsonl", "a") as f:

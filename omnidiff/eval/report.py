@@ -1,0 +1,129 @@
+"""The results page of a run: headline metrics against their targets, learning curves, and the
+pictures and sounds the evaluation wrote.
+
+    python -m omnidiff.eval --run runs/results          # held-out evaluation -> RUN/results/
+    python -m omnidiff.eval.report --run runs/results --doc docs/results.md --json docs/results.json
+
+Writes ``--doc`` (a table: task, metric, value, target, met), ``--json`` (``{task: {metric: value}}``
+with the metric names of the table), the learning curves (``curves.png``, from the run's
+``task_eval`` rows) and copies of ``t2i.png``, ``vla_rollouts.png`` and the TTS WAVs into the
+folder ``<doc stem>/`` beside the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from omnidiff.eval.curves import plot_curves, read_curves
+
+# stream -> [(headline name, metric key in results.json, target, "min" = at least / "max" = at most)]
+HEADLINES: dict[str, list[tuple[str, str, float, str]]] = {
+    "caption:shapes": [("pair_recall", "pair_recall", 0.95, "min"), ("pair_precision", "pair_precision", 0.95, "min"),
+                       ("exact", "exact", 0.80, "min")],
+    "caption:digits": [("digit_right", "digit_correct", 0.95, "min")],
+    "vqa:shapes": [("exact", "accuracy", 0.90, "min")],
+    "t2i:shapes": [("objects_correct", "objects_correct", 0.90, "min")],
+    "asr:speech": [("wer", "wer", 0.10, "max")],
+    "tts:speech": [("whisper_wer", "wer_generated", 0.20, "max")],
+    "vla:robot": [("sim_success", "sim_success", 0.80, "min"), ("within_one_bin", "within_one_bin", None, "min")],
+    "text:text": [("token_accuracy", "token_accuracy", None, "min")],
+}
+
+
+def headline_value(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, dict):  # per-robot-task success rates: their mean
+        value = sum(value.values()) / len(value) if value else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def headlines(results: dict) -> list[dict]:
+    rows = []
+    for stream, entry in results.items():
+        if stream == "training":
+            continue
+        for name, key, target, sense in HEADLINES.get(stream, []):
+            value = headline_value(entry["metrics"], key)
+            if value is None:
+                continue
+            met = None if target is None else (value >= target if sense == "min" else value <= target)
+            rows.append({"task": stream, "metric": name, "value": round(value, 4), "target": target,
+                         "sense": sense, "met": met})
+    return rows
+
+
+def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str) -> str:
+    lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`.", "",
+             "| task | metric | value | target | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        target = "-" if r["target"] is None else ((">= " if r["sense"] == "min" else "<= ") + f"{r['target']:g}")
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        lines.append(f"| {r['task']} | {r['metric']} | {r['value']:.3f} | {target} | {met} |")
+    if curves:
+        lines += ["", "Learning curves (held-out metrics against training minutes):", "", f"![curves]({curves})"]
+    if assets:
+        lines += ["", "Outputs: " + ", ".join(f"[{Path(a).name}]({a})" for a in assets)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: Path, doc: Path, json_path: Path | None, command: str) -> list[dict]:
+    results_file = run / "results" / "results.json"
+    if not results_file.exists():
+        raise FileNotFoundError(f"{results_file} is missing: run `python -m omnidiff.eval --run {run}` first")
+    results = json.loads(results_file.read_text())
+    rows = headlines(results)
+    assets_dir = doc.parent / doc.stem
+    assets_dir.mkdir(parents=True, exist_ok=True)
+    curves_rel = None
+    curves = read_curves(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else {}
+    if curves:
+        plot_curves(curves, assets_dir / "curves.png", title=str(run))
+        curves_rel = f"{doc.stem}/curves.png"
+    assets = []
+    for src in [run / "results" / "t2i.png", run / "results" / "vla_rollouts.png",
+                *sorted((run / "results" / "tts").glob("*.wav"))]:
+        if src.exists():
+            shutil.copyfile(src, assets_dir / src.name)
+            assets.append(f"{doc.stem}/{src.name}")
+    _write_atomic(doc, markdown(rows, run, curves_rel, assets, command))
+    if json_path is not None:
+        table: dict[str, dict[str, float]] = {}
+        for r in rows:
+            table.setdefault(r["task"], {})[r["metric"]] = r["value"]
+        _write_atomic(json_path, json.dumps(table, indent=2) + "\n")
+    return rows
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="run folder written by train.py and evaluated")
+    parser.add_argument("--doc", type=Path, default=None, help="results page (default: RUN/results.md)")
+    parser.add_argument("--json", type=Path, default=None, help="headline numbers as JSON")
+    args = parser.parse_args(argv)
+    doc = args.doc or args.run / "results.md"
+    command = "python -m omnidiff.eval.report " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        rows = write_report(args.run, doc, args.json, command)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"{r['task']:16s} {r['metric']:16s} {r['value']:.3f}" + ("" if r["met"] is None else
+                                                                       ("  met" if r["met"] else "  not met")))
+    print(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
