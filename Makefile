@@ -60,6 +60,9 @@ AUDIO_CODEC_ARGS := train.utterances=60 train.val_utterances=8 train.warmup_step
 DEMO_TRAIN_ARGS := model.preset=debug train.steps=16 train.eval_every=8 train.save_every=8 train.eval_batches=1 \
 	train.log_every=4
 EVAL_ARGS := --num 4 --rollouts 1
+RESULTS_TRAIN_ARGS := $(DEMO_TRAIN_ARGS) train.task_eval_every=8 train.task_eval_num=2
+RESULTS_EVAL_ARGS := --num 4 --rollouts 1
+RESULTS_DOC := $(R)/results_page/results.md
 else ifeq ($(SCALE),full)
 R := runs
 N_TEXT := 40000
@@ -71,12 +74,16 @@ IMAGE_VQ_ARGS :=
 AUDIO_CODEC_ARGS :=
 DEMO_TRAIN_ARGS :=
 EVAL_ARGS := --num 32 --rollouts 2
+RESULTS_TRAIN_ARGS :=
+RESULTS_EVAL_ARGS := --num 100 --rollouts 4
+RESULTS_DOC := docs/results.md
 else
 $(error SCALE must be 'full' or 'smoke', got '$(SCALE)')
 endif
 D := $(R)/data
 T := $(R)/tokenizers
 RUN := $(R)/demo
+RES := $(R)/results
 
 demo: setup data-deps $(RUN)/results/results.json
 	@cat $(RUN)/results/results.md
@@ -117,6 +124,20 @@ $(RUN)/model/config.json: | $(DEMO_INPUTS)
 
 $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
+
+# The results: the demo's data and tokenizers, one shared model trained 4x longer on every task
+# (configs/results.yaml, ~105 min on 2 cores, resumable), held-out scores during training (learning
+# curves) and after it, written to docs/results.md + docs/results.json (SCALE=smoke: under runs/smoke/).
+results: setup data-deps $(RES)/results/results.json
+	$(PY) -m omnidiff.eval.report --run $(RES) --doc $(RESULTS_DOC) --json $(RESULTS_DOC:.md=.json)
+
+$(RES)/model/config.json: | $(DEMO_INPUTS)
+	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES) tokenizers.text=$(T)/text \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(RESULTS_TRAIN_ARGS) \
+		$(if $(wildcard $(RES)/checkpoints/latest),--resume,)
+
+$(RES)/results/results.json: $(RES)/model/config.json
+	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)
 
 # The text recipes: a prefix-attention model (configs/text.yaml) and its block-attention twin
 # (configs/text_block.yaml) on 256-token answers, ~35 min of training each on 2 CPU cores, then

@@ -183,7 +183,7 @@ def shrunk(recipe: Path, standins, out: Path):
         *init, "model.preset=debug", f"model.overrides={json.dumps(overrides)}", "train.device=cpu", "distributed.dtype=fp32",
         "distributed.zero_stage=0", "distributed.grad_accum=1", "distributed.offload_optimizer=false",
         "data.batch_size=4", "data.num_workers=0", "train.steps=1", "train.eval_every=1", "train.eval_batches=1",
-        "train.sample_every=0", "train.save_every=0", "train.log_every=1", "train.tensorboard=false",
+        "train.sample_every=0", "train.task_eval_every=0", "train.save_every=0", "train.log_every=1", "train.tensorboard=false",
         "train.export=false", f"train.out={out}",
         *(f"tokenizers.{m}={tokenizers[m]}" for m in real.tokenizers)])
     for spec in [*cfg.data.tasks, *cfg.val_data]:
@@ -194,7 +194,7 @@ def shrunk(recipe: Path, standins, out: Path):
 
 
 def test_every_recipe_is_tested():
-    assert {p.stem for p in RECIPES} >= {"debug", "demo", "gpu_moe1b", "gpu_moe7b", "text", "text_block"}
+    assert {p.stem for p in RECIPES} >= {"debug", "demo", "results", "gpu_moe1b", "gpu_moe7b", "text", "text_block"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
