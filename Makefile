@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo demo-text smollm2 adapt-smollm2 lint clean
+.PHONY: setup data-deps test test-slow bench demo results demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
