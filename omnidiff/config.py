@@ -33,10 +33,15 @@ class ModelConfig:
     # "codebook": image/audio code and action bin embeddings start from the tokenizers' own vectors
     # (omnidiff.models.code_embeddings); "random": all rows random.
     init_embeddings: str = "random"
+    # With init_from: "pretrained" starts from its weights; "random" keeps only its architecture (and the
+    # vocabulary placement) with fresh weights: the from-scratch twin of an adaptation run.
+    init_weights: str = "pretrained"
 
     def __post_init__(self):
         if self.init_embeddings not in ("random", "codebook"):
             raise ValueError(f"model.init_embeddings must be 'random' or 'codebook', got {self.init_embeddings!r}")
+        if self.init_weights not in ("pretrained", "random"):
+            raise ValueError(f"model.init_weights must be 'pretrained' or 'random', got {self.init_weights!r}")
 
 
 @dataclass

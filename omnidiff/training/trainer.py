@@ -170,6 +170,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
 
         initial = init_model(cfg.model.init_from, vocab, cfg.model.overrides)
         model_cfg = initial.cfg
+        if cfg.model.init_weights == "random":  # the same architecture trained from scratch
+            torch.manual_seed(cfg.train.seed)
+            initial = Transformer(model_cfg)
     else:
         model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)

@@ -82,3 +82,19 @@ def test_overrides_may_not_change_the_pretrained_architecture(assets, tmp_path):
     cfg = config(assets, tmp_path / "ok", "train.steps=1", "train.export=false",
                  "model.overrides={max_positions: 64, gradient_checkpointing: true}")
     assert train(cfg)["steps"] == 1
+
+
+def test_init_weights_random_keeps_the_architecture_and_drops_the_weights(assets, tmp_path):
+    *_, hf = assets
+    summary = train(config(assets, tmp_path / "scratch", "train.steps=1", "optim.lr=1e-12", "model.init_weights=random"))
+    model = OmniDiffModel.from_pretrained(summary["model"])
+    assert model.model.cfg.num_kv_heads == 2 and model.model.cfg.tie_embeddings
+    assert model.model.embed.weight.shape == OmniDiffModel.from_pretrained(
+        train(config(assets, tmp_path / "adapted", "train.steps=1", "optim.lr=1e-12"))["model"]).model.embed.weight.shape
+    text = model.vocab.range("text")
+    ids = torch.randint(0, text.size, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model.model(model.vocab.to_global("text", ids), attention="causal")[..., text.offset:text.end]
+    assert (ours - hf(ids).logits).abs().max() > 1e-2  # fresh weights, not the checkpoint's
+    with pytest.raises(ValueError, match="model.init_weights must be 'pretrained' or 'random'"):
+        load_config(None, ["model.init_weights=zeros"])
