@@ -113,6 +113,68 @@ def score_scene(image, scene: dict) -> list[ObjectReading]:
     return readings
 
 
+def _fit(shape: str, left: float, top: float, width: float, height: float) -> tuple[float, float, float]:
+    """Centre and bounding-circle radius of ``shape`` whose drawn box is the given one (`shapes._polygon`)."""
+    cx = left + width / 2
+    if shape == "circle":
+        return cx, top + height / 2, max(width, height) / 2
+    if shape == "square":
+        return cx, top + height / 2, max(width, height) / 2 / 0.78
+    if shape == "diamond":
+        return cx, top + height / 2, height / 2
+    r = height / 1.5  # triangle: apex at y - r, base at y + r / 2
+    return cx, top + r, r
+
+
+def read_objects(image, min_area: int = 20) -> list[tuple[str, str]]:
+    """The (colour, shape) of every object in ``image``, wherever it is drawn: for text-to-image, where
+    the caption fixes what is drawn but not where.
+
+    Every pixel goes to its nearest palette colour (the backgrounds included); each connected region
+    of one object colour with at least ``min_area`` pixels is an object, and its shape is the one whose
+    mask, drawn to fill the region's bounding box (or at the scenes' two radii, shifted by up to a pixel),
+    has the best IoU with the region.
+    """
+    from scipy import ndimage
+
+    pixels = _as_array(image)
+    size = pixels.shape[0]
+    names = list(shapes.COLOURS)
+    centres = np.asarray([*shapes.COLOURS.values(), *shapes.BACKGROUNDS.values()], np.float32)
+    nearest = ((pixels[:, :, None, :] - centres[None, None]) ** 2).sum(-1).argmin(-1)
+    found = []
+    for index, colour in enumerate(names):
+        regions, count = ndimage.label(nearest == index)
+        for label in range(1, count + 1):
+            region = regions == label
+            if region.sum() < min_area:
+                continue
+            ys, xs = np.nonzero(region)
+            box = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
+            best, best_iou = shapes.SHAPES[0], -1.0
+            for candidate in shapes.SHAPES:
+                x0, y0, r0 = _fit(candidate, *box)
+                for r in (0.9 * r0, r0, 1.1 * r0, *(f * size for f in shapes.SIZE_FRACTIONS.values())):
+                    for dx, dy in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+                        mask = shapes.shape_mask(candidate, x0 + dx, y0 + dy, r, size)
+                        iou = float((mask & region).sum() / max(1, (mask | region).sum()))
+                        if iou > best_iou:
+                            best, best_iou = candidate, iou
+            found.append((colour, best))
+    return found
+
+
+def pair_match(found: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> tuple[int, int, int]:
+    """(matched, found, wanted) counts of (colour, shape) pairs, each pair matched at most once."""
+    left = list(wanted)
+    matched = 0
+    for pair in found:
+        if pair in left:
+            left.remove(pair)
+            matched += 1
+    return matched, len(found), len(wanted)
+
+
 def psnr(a, b) -> float:
     """PSNR in dB between two RGB images (PIL or uint8-range arrays) of the same size."""
     x, y = _as_array(a), _as_array(b)

@@ -87,22 +87,30 @@ def evaluate_vqa(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict]]
 
 def evaluate_t2i(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict], list]:
     """Also returns the generated images (for a grid)."""
-    from omnidiff.eval.image import score_scene
+    from omnidiff.eval.image import pair_match, read_objects, score_scene
 
     scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
     if not scenes:
         raise ValueError("text-to-image is scored on shape scenes (json['scene']); none in these samples")
     captions = [s["txt"] for s in scenes]
     images = pipe(captions, **kwargs)
-    records, objects, whole = [], [], []
+    records, objects, whole, counts = [], [], [], np.zeros(3)
     for s, cap, im in zip(scenes, captions, images, strict=True):
-        per_object = score_scene(im, s["json"]["scene"])
-        ok = [bool(o.kept) for o in per_object]
+        scene = s["json"]["scene"]
+        ok = [bool(o.kept) for o in score_scene(im, scene)]
         objects += ok
-        whole.append(all(ok))
-        records.append({"key": s["__key__"], "caption": cap, "objects_correct": sum(ok), "objects": len(ok)})
-    metrics = {"objects_correct": _mean([float(o) for o in objects]), "images_all_correct": _mean([float(w) for w in whole]),
-               "n": len(scenes)}
+        found = read_objects(im)
+        match = pair_match(found, [(o["colour"], o["shape"]) for o in scene["objects"]])
+        counts += match
+        whole.append(match[0] == match[1] == match[2])
+        records.append({"key": s["__key__"], "caption": cap, "drawn": [" ".join(p) for p in found],
+                        "objects_correct": match[0], "objects": match[2], "at_reference_position": sum(ok)})
+    # The caption says what to draw, not where: objects count wherever they are drawn (read_objects).
+    # objects_at_reference_positions reads them where the reference scene had them (score_scene).
+    metrics = {"objects_correct": float(counts[0] / max(1, counts[2])),
+               "objects_precision": float(counts[0] / max(1, counts[1])),
+               "images_all_correct": _mean([float(w) for w in whole]),
+               "objects_at_reference_positions": _mean([float(o) for o in objects]), "n": len(scenes)}
     return metrics, records, images
 
 
