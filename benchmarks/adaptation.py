@@ -160,7 +160,7 @@ def run(args, models: dict[str, str]) -> int:
     first = next(iter(pipes.values()))
     pairs = held_out(first, args.data, args.num, args.answer_len, args.split)
     cases = fim_cases(pairs, args.span_start, args.span, args.tail)
-    ar = AutoModelForCausalLM.from_pretrained(args.ar, torch_dtype=torch.float32).eval()
+    ar = AutoModelForCausalLM.from_pretrained(args.ar, dtype=torch.float32).eval()
     start = time.perf_counter()
     nll, count = ar_nll(ar, first.vocab, pairs)
     ar_fim = fim_scores(ar_fill(ar, first.vocab, cases), cases)
