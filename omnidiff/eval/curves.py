@@ -62,13 +62,12 @@ def plot_curves(curves: Curves, path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    from omnidiff.files import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

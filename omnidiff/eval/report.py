@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from omnidiff.eval.curves import plot_curves, read_curves
+from omnidiff.files import atomic_output
 
 # stream -> [(headline name, metric key in results.json, target, "min" = at least / "max" = at most)]
 HEADLINES: dict[str, list[tuple[str, str, float, str]]] = {
@@ -99,10 +100,8 @@ def write_report(run: Path, doc: Path, json_path: Path | None, command: str) -> 
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
