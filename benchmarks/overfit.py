@@ -73,7 +73,9 @@ def subset_dataset(src: Path, dst: Path, num: int) -> int:
 
 
 def stream_name(spec) -> str:
-    return f"{spec.task}:{Path(spec.path).name}"
+    from omnidiff.eval.__main__ import stream_name as name
+
+    return name(spec.task, spec.path)
 
 
 def run_stream(spec, base, args, out: Path) -> dict:

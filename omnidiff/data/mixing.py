@@ -45,16 +45,21 @@ class TaskDataConfig:
     options: dict = field(default_factory=dict)  # task settings, e.g. {uncond_prob: 0.1} or {use_proprio: true}
 
 
-def configured_task(spec: TaskDataConfig):
-    """The task object of ``spec`` with its ``options`` applied (unknown options are an error)."""
-    task = get_task(spec.task)
-    if not spec.options:
+def task_with_options(name: str, options: dict):
+    """Task ``name`` with ``options`` applied (unknown options are an error)."""
+    task = get_task(name)
+    if not options:
         return task
     allowed = {f.name for f in dataclasses.fields(task)} if dataclasses.is_dataclass(task) else set()
-    unknown = sorted(set(spec.options) - allowed)
+    unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"task {spec.task!r} has no options {unknown}; allowed: {sorted(allowed) or 'none'}")
-    return dataclasses.replace(task, **spec.options)
+        raise ValueError(f"task {name!r} has no options {unknown}; allowed: {sorted(allowed) or 'none'}")
+    return dataclasses.replace(task, **options)
+
+
+def configured_task(spec: TaskDataConfig):
+    """The task object of ``spec`` with its ``options`` applied (unknown options are an error)."""
+    return task_with_options(spec.task, spec.options)
 
 
 def dataset_manifest(path: str | Path) -> dict:

@@ -21,6 +21,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def stream_name(task: str, path: str) -> str:
+    """How results, curves and benchmarks name a (task, dataset) stream, e.g. ``caption:shapes``."""
+    return f"{task}:{Path(path).name}"
+
+
 def read_samples(path: str, split: str, num: int) -> list[dict]:
     from omnidiff.data.shards import ShardStream, split_shards
 
@@ -109,7 +114,7 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
     results: dict = {}
     for spec in tqdm(specs, desc="evaluate", unit="task"):
         task, path = spec["task"], spec["path"]
-        name = f"{task}:{Path(path).name}"
+        name = stream_name(task, path)
         if task not in pipes:
             pipes[task] = PIPELINES[task].from_pretrained(model_dir)
         pipe = pipes[task]

@@ -37,14 +37,12 @@ def generation_settings(objective, tasks) -> dict:
 
 
 def trained_task(name: str, settings: dict):
-    """Task ``name`` with the options it was trained with (``settings["tasks"]``), so prompts and answers
-    are laid out as in training (e.g. ``audio_levels``); options a task does not have are ignored."""
-    task = get_task(name)
-    if not dataclasses.is_dataclass(task):  # a task without options
-        return task
-    stored = settings.get("tasks", {}).get(task.name, {})
-    known = {f.name for f in dataclasses.fields(task)}
-    return dataclasses.replace(task, **{k: v for k, v in stored.items() if k in known})
+    """Task ``name`` with the options it was trained with (``settings["tasks"]``, beside its answer
+    length), so prompts and answers are laid out as in training (e.g. ``audio_levels``)."""
+    from omnidiff.data.mixing import task_with_options
+
+    stored = settings.get("tasks", {}).get(get_task(name).name, {})
+    return task_with_options(name, {k: v for k, v in stored.items() if k != "answer_len"})
 
 
 class DiffusionPipeline:

@@ -17,15 +17,11 @@ from pathlib import Path
 import torch
 
 
-def stream_name(task: str, path: str) -> str:
-    return f"{task}:{Path(path).name}"
-
-
 class TaskEvaluator:
     """Scores a model on a fixed set of held-out samples per (task, dataset) stream of a recipe."""
 
     def __init__(self, cfg, toks, vocab, out_dir: Path, num: int):
-        from omnidiff.eval.__main__ import read_samples
+        from omnidiff.eval.__main__ import read_samples, stream_name
         from omnidiff.pipelines.base import generation_settings
 
         self.toks, self.vocab, self.out_dir = toks, vocab, Path(out_dir)
