@@ -36,12 +36,18 @@ class ModelConfig:
     # With init_from: "pretrained" starts from its weights; "random" keeps only its architecture (and the
     # vocabulary placement) with fresh weights: the from-scratch twin of an adaptation run.
     init_weights: str = "pretrained"
+    # Prompt images also read as pixels by a timm backbone trained with the model, e.g.
+    # {backbone: resnet10t, out_index: 2} (omnidiff.models.image_encoder); {}: codes only.
+    image_encoder: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.init_embeddings not in ("random", "codebook"):
             raise ValueError(f"model.init_embeddings must be 'random' or 'codebook', got {self.init_embeddings!r}")
         if self.init_weights not in ("pretrained", "random"):
             raise ValueError(f"model.init_weights must be 'pretrained' or 'random', got {self.init_weights!r}")
+        if self.image_encoder and self.init_from:
+            raise ValueError("model.image_encoder cannot be combined with model.init_from yet (a pretrained causal LM "
+                             "has no image encoder to load); drop one of them")
 
 
 @dataclass

@@ -9,7 +9,8 @@ which the loader counts and logs.
 
 Batch dict (``collate``): ``tokens`` [B, L] (left pads, prefix, answer, then right pads when answer
 lengths differ), ``padding_mask`` [B, L] (True on prefix and answer), ``answer_mask`` [B, L]
-(True on answer columns), ``tasks`` (names).
+(True on answer columns), ``tasks`` (names), and ``images`` (`ImageInputs`, the prompt images)
+when examples carry pixels.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def image_ids(toks, vocab, image) -> torch.Tensor:
     return tok.to_global(vocab, tok.encode(image)).long()
 
 
+def image_pixels(toks, image) -> torch.Tensor:
+    """A PIL image as the float pixels [3, S, S] in [-1, 1] an image encoder reads, resized to the image
+    tokenizer's side S as `image_ids` does."""
+    from PIL import Image
+
+    size = need(toks, "image").image_size
+    image = image.convert("RGB")
+    if tuple(image.size) != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 def audio_ids(toks, vocab, wav, levels: int | None = None) -> torch.Tensor:
     """Global ids of a decoded ``wav`` member ``{"array", "sample_rate"}`` (frame-major, levels interleaved),
     with the first ``levels`` codec levels (all by default)."""
@@ -92,10 +106,11 @@ def fit_answer(answer: torch.Tensor, answer_len: int, eos_id: int, what: str) ->
 
 
 def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: list[str] | None = None,
-            prefix_multiple: int = 1) -> dict:
+            prefix_multiple: int = 1, pixels: list[torch.Tensor | None] | None = None) -> dict:
     """Pack (prefix, answer) pairs: prefixes right-aligned to a common answer start column, which is
     rounded up to ``prefix_multiple`` (block attention: answers start on a block boundary, as the
-    sampler lays them out)."""
+    sampler lays them out). ``pixels``: each example's prompt image [3, S, S] (None when its prompt
+    has none), for a model with an image encoder."""
     if not examples:
         raise ValueError("cannot collate an empty list of examples")
     P = max(p.numel() for p, _ in examples)
@@ -113,4 +128,10 @@ def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: lis
     batch = {"tokens": tokens, "padding_mask": padding_mask, "answer_mask": answer_mask}
     if tasks is not None:
         batch["tasks"] = list(tasks)
+    if pixels is not None:
+        from omnidiff.models.image_encoder import image_inputs
+
+        images = image_inputs([p for p, _ in examples], pixels, vocab)
+        if images is not None:
+            batch["images"] = images
     return batch

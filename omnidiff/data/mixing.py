@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnidiff.data.formatting import collate
+from omnidiff.data.formatting import collate, image_pixels, require
 from omnidiff.data.shards import ShardStream, split_shards
+from omnidiff.models.image_encoder import image_code_start
 from omnidiff.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class MixtureConfig:
     # tasks are never padded to the length of long ones (speech, images) in the same batch
     prefix_multiple: int = 1  # answers start at a multiple of this column (the trainer sets the block size
     # under block attention)
+    image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
+    # model has an image encoder)
 
 
 class _BatchMaker:
@@ -135,12 +138,14 @@ class _BatchMaker:
         self.format_errors = state.get("format_errors", 0)
         self._iters = [iter(s) for s in self.streams]
 
-    def example(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def example(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """((prefix, answer), the prompt image's pixels or None) of the next sample of task ``i``."""
         spec = self.cfg.tasks[i]
         for _ in range(MAX_CONSECUTIVE_FORMAT_ERRORS):
             sample = next(self._iters[i])
             try:
-                return self.tasks[i].format(sample, self.toks, self.vocab, spec.answer_len)
+                pair = self.tasks[i].format(sample, self.toks, self.vocab, spec.answer_len)
+                return pair, self.prompt_pixels(pair[0], sample)
             except (ValueError, KeyError, OSError) as err:
                 self.format_errors += 1
                 log.warning("skipping sample %s of %s (task %s): %s", sample.get("__key__"), sample.get("__shard__"),
@@ -148,14 +153,21 @@ class _BatchMaker:
         raise ValueError(f"{MAX_CONSECUTIVE_FORMAT_ERRORS} samples in a row of task {spec.task!r} ({spec.path}) "
                          f"could not be formatted; see the warnings above (answer_len {spec.answer_len} too short?)")
 
+    def prompt_pixels(self, prefix: torch.Tensor, sample: dict) -> torch.Tensor | None:
+        """The sample's picture as pixels when image inputs are on and its prompt holds image codes."""
+        if not self.cfg.image_inputs or image_code_start(prefix, self.vocab) < 0:
+            return None
+        return image_pixels(self.toks, require(sample, "png", "jpg", "jpeg"))
+
     def make(self, batch_index: int) -> dict:
         rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])
         if self.cfg.group_by_task:
             picks = [int(rng.choice(len(self.tasks), p=self.probs))] * self.cfg.batch_size
         else:
             picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
-        examples = [self.example(i) for i in picks]
-        return collate(examples, self.vocab, [self.cfg.tasks[i].task for i in picks], self.cfg.prefix_multiple)
+        examples, pixels = zip(*[self.example(i) for i in picks], strict=True)
+        return collate(list(examples), self.vocab, [self.cfg.tasks[i].task for i in picks], self.cfg.prefix_multiple,
+                       list(pixels) if self.cfg.image_inputs else None)
 
 
 class _WorkerBatches(torch.utils.data.IterableDataset):

@@ -32,6 +32,7 @@ Options:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -213,12 +214,14 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
         t = sampler.sample(B, generator=generator, device=device)
     rate = schedule.mask_rate(t)
     tasks = list(batch.get("tasks") or [])
+    images = batch.get("images")  # prompt images (models/image_encoder.py), bound to the model's calls
+    forward = model if images is None else functools.partial(model, images=images)
     if cfg.complementary and cfg.share_prefix:  # both copies in one row each, one prefix encoding
         x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
         packed = pack_copies(pad, ans, [x_t[:B], x_t[B:]], [masked[:B], masked[B:]])
         t_CB = torch.stack([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
         spec = AttentionSpec("full", padding_mask=packed.padding_mask, allowed=packed.allowed)
-        logits_NV, aux = model(packed.tokens, attention=spec, positions=packed.positions, return_aux=True,
+        logits_NV, aux = forward(packed.tokens, attention=spec, positions=packed.positions, return_aux=True,
                                logits_mask=packed.masked)
         masked, rows = packed.masked, B
         targets = torch.cat([x_0, x_0[:, L - packed.width:]], 1)[masked]
@@ -229,9 +232,11 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
             x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
             t = torch.cat([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
             x_0, pad, ans, tasks = torch.cat([x_0, x_0]), torch.cat([pad, pad]), torch.cat([ans, ans]), tasks * 2
+            if images is not None:
+                forward = functools.partial(model, images=images.repeat(2))
         else:
             x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
-        logits_NV, aux = model_logits(model, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)
+        logits_NV, aux = model_logits(forward, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)
         rows = x_0.shape[0]
         targets = x_0[masked]
         weight_BL = schedule.weight(t.view(rows, -1)).expand(rows, L)

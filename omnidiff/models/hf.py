@@ -77,6 +77,11 @@ class OmniDiffModel(PreTrainedModel):
     def vocab(self) -> Vocab | None:
         return self.config.get_vocab()
 
+    @property
+    def cfg(self) -> TransformerConfig:
+        """The wrapped `Transformer`'s config (what pipelines ask of a model, whichever they get)."""
+        return self.model.cfg
+
     def forward(self, tokens: torch.Tensor, **kwargs):
         return self.model(tokens, **kwargs)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from omnidiff.models.image_encoder import ImageEncoder, ImageEncoderConfig, ImageInputs
 from omnidiff.models.layers import (
     AttentionSpec,
     KVCache,
@@ -52,11 +53,14 @@ class TransformerConfig:
     init_std: float = 0.02
     gradient_checkpointing: bool = False
     check_inputs: bool = True  # validate token ids (one host sync per forward)
+    image_encoder: ImageEncoderConfig | None = None  # prompt images also read as pixels (models/image_encoder.py)
     extra: dict = field(default_factory=dict)  # free-form metadata (e.g. source of an AR init)
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
             self.moe = MoEConfig(**self.moe)
+        if isinstance(self.image_encoder, dict):
+            self.image_encoder = ImageEncoderConfig.from_dict(self.image_encoder)
         if isinstance(self.moe_layers, list):
             self.moe_layers = tuple(self.moe_layers)
         if self.vocab_size <= 0:
@@ -121,11 +125,14 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.rope = RotaryEmbedding(cfg.dim // cfg.num_heads, cfg.max_positions, cfg.rope_theta)
+        self.image_encoder = ImageEncoder(cfg.image_encoder, cfg.dim) if cfg.image_encoder is not None else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
         for module in self.modules():
+            if self.image_encoder is not None and module is self.image_encoder.backbone:
+                continue  # the timm backbone keeps its own initialisation
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -148,6 +155,7 @@ class Transformer(nn.Module):
         return_hidden: bool = False,
         logits_columns: slice | None = None,
         logits_mask: torch.Tensor | None = None,
+        images: ImageInputs | None = None,
     ):
         """Logits [B, L, V] for ``tokens`` [B, L].
 
@@ -165,6 +173,8 @@ class Transformer(nn.Module):
                 order, as ``logits[logits_mask]`` of the full forward), the ones a loss reads. The
                 trunk runs on every position; the final norm and the LM head (a [*, V] matmul, the
                 largest single cost at this size) skip the rest.
+            images: the prompt images of the rows (`ImageInputs`), read by the image encoder and added to
+                the embeddings of their codes (needs ``image_encoder`` in the config).
         """
         spec = as_spec(attention)
         B, L = tokens.shape
@@ -191,6 +201,10 @@ class Transformer(nn.Module):
         mask = build_attention_mask(spec, B, L, key_padding.shape[1], tokens.device, key_padding)
 
         x = self.embed(tokens)
+        if images is not None:
+            if self.image_encoder is None:
+                raise ValueError("image inputs were given but this model has no image encoder (model.image_encoder)")
+            x = self.image_encoder.add_to(x, positions, images)
         hidden, auxes = [x], []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

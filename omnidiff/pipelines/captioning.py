@@ -20,8 +20,9 @@ class CaptioningPipeline(DiffusionPipeline):
     task = "caption"
 
     def __call__(self, images, *, answer_len: int | None = None, seed: int = 0, config=None) -> list[str]:
-        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, im) for im in _images(images)]
-        answers, _ = self.decode(prompts, self.answer_len(answer_len, 32), seed=seed, config=config)
+        images = _images(images)
+        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, im) for im in images]
+        answers, _ = self.decode(prompts, self.answer_len(answer_len, 32), seed=seed, config=config, images=images)
         return [self.text_of(a) for a in answers]
 
 
@@ -34,5 +35,5 @@ class VQAPipeline(DiffusionPipeline):
         if len(questions) != len(images):
             raise ValueError(f"got {len(images)} images but {len(questions)} questions; give one question per image")
         prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, im, q) for im, q in zip(images, questions, strict=True)]
-        answers, _ = self.decode(prompts, self.answer_len(answer_len, 8), seed=seed, config=config)
+        answers, _ = self.decode(prompts, self.answer_len(answer_len, 8), seed=seed, config=config, images=images)
         return [self.text_of(a) for a in answers]

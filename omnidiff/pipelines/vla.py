@@ -49,9 +49,10 @@ class VLAPolicy(DiffusionPipeline):
                                  f"pass all {expected}")
             if not np.isfinite(state).all():
                 raise ValueError("the robot state holds NaN or infinite values; pass finite numbers")
-        prompt = self.task_impl.prompt(self.tokenizers, vocab, image.convert("RGB"), instruction, proprio)
+        image = image.convert("RGB")
+        prompt = self.task_impl.prompt(self.tokenizers, vocab, image, instruction, proprio)
         layout = fixed_layout(vocab, "action", codes, "</action>", length)
-        answers, _ = self.decode([prompt], length, seed=seed, config=config, answer_layout=layout)
+        answers, _ = self.decode([prompt], length, seed=seed, config=config, answer_layout=layout, images=[image])
         ids = tok.from_global(vocab, answers[0, :codes]).view(self.horizon, self.action_dim)
         return np.asarray(tok.decode(ids), dtype=np.float32)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from omnidiff.models.image_encoder import ImageInputs
 from omnidiff.sampling.caches import ApproxCached, BlockCached, Denoiser, PrefixCached, Uncached
 from omnidiff.sampling.schedules import COMMIT_SCHEDULES, commit_counts
 from omnidiff.sampling.strategies import (
@@ -163,6 +164,19 @@ def row_generators(generator, batch: int) -> list[torch.Generator] | None:
     return [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds]
 
 
+class WithImages:
+    """``model`` with the prompt images bound to every forward (the rest of its interface passes through)."""
+
+    def __init__(self, model: nn.Module, images: ImageInputs):
+        self.model, self.images = model, images
+
+    def __call__(self, tokens, **kwargs):
+        return self.model(tokens, images=self.images, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
 def make_denoiser(model: nn.Module, prefix_BP, prefix_pad_BP, answer_len: int, config: SamplerConfig) -> Denoiser:
     kwargs = dict(attention=config.attention, block_size=config.block_len, shift=config.shift)
     if config.cache == "prefix":
@@ -186,7 +200,7 @@ def _finished_with_eos(block_BN: torch.Tensor, eos_id: int) -> torch.Tensor:
 def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: SamplerConfig = SamplerConfig(),
              generator: torch.Generator | list[torch.Generator] | None = None, answer_modality: str = "text",
              uncond_prompts=None, answer_layout: torch.Tensor | None = None,
-             answer_init: torch.Tensor | None = None) -> SampleOutput:
+             answer_init: torch.Tensor | None = None, images: ImageInputs | None = None) -> SampleOutput:
     """Decode ``answer_len`` tokens after each prompt.
 
     Args:
@@ -227,7 +241,10 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
 
     device = next(model.parameters()).device
     multiple = block_len if config.attention == "block" else 1
-    denoisers = [make_denoiser(model, *left_pad(prompts, vocab.pad_id, multiple, device), A, config)]
+    if images is not None and images.rows != B:
+        raise ValueError(f"image inputs describe {images.rows} prompts but {B} were given")
+    reader = model if images is None else WithImages(model, images.to(device))
+    denoisers = [make_denoiser(reader, *left_pad(prompts, vocab.pad_id, multiple, device), A, config)]
     if guided:
         uncond = _as_prompts(uncond_prompts)
         if len(uncond) != B:

@@ -24,6 +24,7 @@ from omnidiff.config import RunConfig, to_dict
 from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
 from omnidiff.data.shards import split_shards
 from omnidiff.diffusion.objectives import diffusion_loss
+from omnidiff.models.image_encoder import ImageEncoderConfig, ImageInputs
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
 from omnidiff.tokenization.registry import TokenizerSet
@@ -75,7 +76,8 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     """Validation ELBO (nats per answer token) per task, on fixed masks so runs are comparable."""
     tasks = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
     loader = build_mixture_loader(MixtureConfig(tasks=tasks, batch_size=cfg.data.batch_size, seed=12345,
-                                                prefix_multiple=cfg.data.prefix_multiple), toks, vocab)
+                                                prefix_multiple=cfg.data.prefix_multiple,
+                                                image_inputs=cfg.data.image_inputs), toks, vocab)
     gen = torch.Generator().manual_seed(4242)
     was_training = model.training
     model.eval()
@@ -99,7 +101,7 @@ def as_evaluated(loss_cfg):
 
 
 def loader_to(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor | ImageInputs) else v for k, v in batch.items()}
 
 
 def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
@@ -141,6 +143,17 @@ def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {"torch": torch.get_rng_state(), "loss_generator": gen.get_state()}
 
 
+def image_encoder_config(options: dict, toks) -> ImageEncoderConfig:
+    """``model.image_encoder`` completed with the image tokenizer's picture side and code grid."""
+    if getattr(toks, "image", None) is None:
+        raise ValueError("model.image_encoder reads prompt images, but the config has no image tokenizer; "
+                         "set tokenizers.image or remove model.image_encoder")
+    h, w = toks.image.codes_shape
+    if h != w:
+        raise ValueError(f"model.image_encoder needs a square code grid, the image tokenizer has {h}x{w}")
+    return ImageEncoderConfig.from_dict({**options, "grid": h, "image_size": toks.image.image_size})
+
+
 def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks) -> Transformer:
     """The model a run starts from: ``initial`` (a pretrained one) or a fresh preset, with code embeddings
     from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook``."""
@@ -175,6 +188,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
             initial = Transformer(model_cfg)
     else:
         model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
+    if cfg.model.image_encoder:
+        model_cfg = dataclasses.replace(model_cfg, image_encoder=image_encoder_config(cfg.model.image_encoder, toks))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_inputs=True))
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))
