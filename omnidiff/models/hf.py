@@ -85,6 +85,9 @@ class OmniDiffModel(PreTrainedModel):
     def forward(self, tokens: torch.Tensor, **kwargs):
         return self.model(tokens, **kwargs)
 
+    def encode_images(self, images):
+        return self.model.encode_images(images)
+
     def new_cache(self) -> KVCache:
         """An empty KV cache for this model, so that ``generate`` takes the wrapper for every cache mode."""
         return self.model.new_cache()

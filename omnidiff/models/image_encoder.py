@@ -20,6 +20,7 @@ Tensor legend: ``M`` images, ``B`` rows, ``N = h * w`` codes per image, ``C`` mo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -51,19 +52,22 @@ class ImageInputs:
     """The prompt images of a batch.
 
     ``pixels`` [M, 3, S, S] in [-1, 1]; ``row_image`` [B]: which image row ``b`` reads (-1: none);
-    ``start`` [B]: the rotary position of row ``b``'s first image code.
+    ``start`` [B]: the rotary position of row ``b``'s first image code; ``features`` [M, N, C]: the
+    encoder's output when already computed (`ImageEncoder.encode`; a decode computes it once, not per forward).
     """
 
     pixels: torch.Tensor
     row_image: torch.Tensor
     start: torch.Tensor
+    features: torch.Tensor | None = None
 
     def to(self, device) -> ImageInputs:
-        return ImageInputs(self.pixels.to(device), self.row_image.to(device), self.start.to(device))
+        features = None if self.features is None else self.features.to(device)
+        return ImageInputs(self.pixels.to(device), self.row_image.to(device), self.start.to(device), features)
 
     def repeat(self, times: int) -> ImageInputs:
         """The same images for ``times`` stacked copies of the batch (complementary masking)."""
-        return ImageInputs(self.pixels, self.row_image.repeat(times), self.start.repeat(times))
+        return ImageInputs(self.pixels, self.row_image.repeat(times), self.start.repeat(times), self.features)
 
     @property
     def rows(self) -> int:
@@ -129,11 +133,17 @@ class ImageEncoder(nn.Module):
         fmap = F.adaptive_avg_pool2d(fmap, self.cfg.grid)  # [M, channels, h, w]
         return self.proj(self.norm(fmap.flatten(2).transpose(1, 2)))
 
+    def encode(self, images: ImageInputs) -> ImageInputs:
+        """``images`` with their features computed, for a decode whose forwards all read the same pictures."""
+        dtype = self.proj.weight.dtype
+        return dataclasses.replace(images, features=self.forward(images.pixels.to(dtype)))
+
     def add_to(self, x_BLC: torch.Tensor, positions_BL: torch.Tensor, images: ImageInputs) -> torch.Tensor:
         """``x`` with feature i of row b's image added where ``positions == start[b] + i``."""
         if images.rows != x_BLC.shape[0]:
             raise ValueError(f"image inputs describe {images.rows} rows but the batch has {x_BLC.shape[0]}")
-        feats_MNC = self.forward(images.pixels.to(x_BLC.dtype))
+        feats_MNC = images.features if images.features is not None else self.forward(images.pixels.to(x_BLC.dtype))
+        feats_MNC = feats_MNC.to(x_BLC.dtype)
         N = feats_MNC.shape[1]
         index_BL = positions_BL - images.start.view(-1, 1)
         hit_BL = (index_BL >= 0) & (index_BL < N) & (images.row_image.view(-1, 1) >= 0)

@@ -144,6 +144,13 @@ class Transformer(nn.Module):
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
+    def encode_images(self, images: ImageInputs) -> ImageInputs:
+        """``images`` with the image encoder's features computed once (a decode passes the result to every
+        forward instead of re-running the backbone each step)."""
+        if self.image_encoder is None:
+            raise ValueError("image inputs were given but this model has no image encoder (model.image_encoder)")
+        return self.image_encoder.encode(images)
+
     def forward(
         self,
         tokens: torch.Tensor,

@@ -165,10 +165,12 @@ def row_generators(generator, batch: int) -> list[torch.Generator] | None:
 
 
 class WithImages:
-    """``model`` with the prompt images bound to every forward (the rest of its interface passes through)."""
+    """``model`` with the prompt images bound to every forward (the rest of its interface passes through);
+    the image encoder runs once here, not in every denoising step."""
 
     def __init__(self, model: nn.Module, images: ImageInputs):
-        self.model, self.images = model, images
+        with torch.no_grad():
+            self.model, self.images = model, model.encode_images(images)
 
     def __call__(self, tokens, **kwargs):
         return self.model(tokens, images=self.images, **kwargs)

@@ -76,6 +76,17 @@ def test_cached_decoding_is_exact_and_batches_equal_singles(cache):
     assert not torch.equal(blind, batched)  # the pixels are read
 
 
+def test_a_decode_runs_the_backbone_once_whatever_its_number_of_steps():
+    net = model(1)
+    calls = []
+    net.image_encoder.backbone.register_forward_hook(lambda *_: calls.append(1))
+    prompts = [caption_prompt(picture(2)), caption_prompt(picture(3))]
+    pixels = [image_pixels(TOKS, picture(2)), image_pixels(TOKS, picture(3))]
+    out = generate(net, prompts, answer_len=8, vocab=VOCAB, config=SamplerConfig(attention="prefix", cache="none"),
+                   images=image_inputs(prompts, pixels, VOCAB))
+    assert out.stats["nfe"] >= 8 and len(calls) == 1
+
+
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_the_loss_trains_the_backbone_under_complementary_masking(share_prefix):
     net = model(2).train()
