@@ -21,11 +21,13 @@ Tensor legend: ``M`` images, ``B`` rows, ``N = h * w`` codes per image, ``C`` mo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from omnidiff.strict import from_known_keys
 
 
 @dataclass
@@ -37,11 +39,7 @@ class ImageEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageEncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model.image_encoder keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d, "model.image_encoder")
 
     def to_dict(self) -> dict:
         return asdict(self)

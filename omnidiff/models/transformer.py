@@ -14,7 +14,7 @@ Shape legend: B batch, L tokens, C model width, V vocabulary.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from omnidiff.models.layers import (
     build_attention_mask,
 )
 from omnidiff.models.moe import MoEAux, MoEConfig, MoEFeedForward
+from omnidiff.strict import from_known_keys
 
 
 @dataclass
@@ -89,11 +90,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d, "TransformerConfig")
 
 
 class Block(nn.Module):

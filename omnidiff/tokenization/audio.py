@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnidiff.files import load_weights, read_json
+from omnidiff.strict import from_known_keys
 from omnidiff.tokenization.vocab import Vocab
 
 CONFIG_NAME = "omnidiff_tokenizer.json"
@@ -103,11 +104,7 @@ class AudioCodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AudioCodecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown audio codec settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_known_keys(cls, d, "audio codec settings")
 
 
 class ResBlock(nn.Module):
