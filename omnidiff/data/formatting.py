@@ -67,16 +67,9 @@ def image_ids(toks, vocab, image) -> torch.Tensor:
 
 
 def image_pixels(toks, image) -> torch.Tensor:
-    """A PIL image as the float pixels [3, S, S] in [-1, 1] an image encoder reads, resized to the image
-    tokenizer's side S as `image_ids` does."""
-    from PIL import Image
-
-    size = need(toks, "image").image_size
-    image = image.convert("RGB")
-    if tuple(image.size) != (size, size):
-        image = image.resize((size, size), Image.BICUBIC)
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """A PIL image as the float pixels [3, S, S] in [-1, 1] an image encoder reads: the image tokenizer's
+    own preprocessing (RGB, resized to its side S) mapped from [0, 1]."""
+    return need(toks, "image").to_tensor(image) * 2.0 - 1.0
 
 
 def audio_ids(toks, vocab, wav, levels: int | None = None) -> torch.Tensor:
