@@ -53,6 +53,7 @@ from omnidiff.diffusion.schedules import NoiseSchedule, TimeSampler
 from omnidiff.models.layers import AttentionSpec
 
 NORMALIZATIONS = ("token", "answer_length")
+OBJECTIVE_KINDS = ("diffusion", "autoregressive")  # autoregressive: the AR twin (autoregressive.py)
 LOSS_ATTENTION_MODES = ("prefix", "full", "block", "causal")
 
 
@@ -79,6 +80,7 @@ class DiffusionLossConfig:
     moe_balance_coef: float = 0.01
     moe_z_coef: float = 0.001
     mask_id: int = 1
+    kind: str = "diffusion"  # "diffusion" | "autoregressive" (next-token loss; attention causal, shift true)
 
     def __post_init__(self):
         if isinstance(self.mask_rate_clip, list):
@@ -98,6 +100,14 @@ class DiffusionLossConfig:
         if self.anneal_steps < 0 or (self.anneal_steps and self.attention == "block"):
             raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and anneals towards 'prefix', 'full' or "
                              "(from attention='causal') 'full'; block attention is not annealed")
+        if self.kind not in OBJECTIVE_KINDS:
+            raise ValueError(f"unknown objective kind {self.kind!r}; allowed: {list(OBJECTIVE_KINDS)}")
+        if self.kind == "autoregressive" and (self.attention != "causal" or not self.shift or self.complementary
+                                              or self.anneal_steps):
+            raise ValueError("objective.kind=autoregressive trains next-token prediction: set attention: causal and "
+                             "shift: true, with complementary: false and anneal_steps: 0 (got attention="
+                             f"{self.attention!r}, shift={self.shift}, complementary={self.complementary}, "
+                             f"anneal_steps={self.anneal_steps})")
         self.time_sampler()  # validates schedule, sampling, eps and clip
 
     @property
@@ -141,7 +151,7 @@ def shift_selection(masked_BL: torch.Tensor) -> torch.Tensor:
     """Positions whose logits predict the masked tokens under ``shift``: token j is read at j - 1.
 
     The map j -> j - 1 keeps row-major order, so the selected logits line up with ``x_0[masked]``.
-    Column 0 is never an answer position (`_check_shift`).
+    Column 0 is never an answer position (`check_shift`).
     """
     sel = torch.zeros_like(masked_BL)
     sel[:, :-1] = masked_BL[:, 1:]
@@ -181,7 +191,7 @@ def model_logits(model: nn.Module, x_t: torch.Tensor, x_0: torch.Tensor, pad: to
     return model(x_t, attention=spec, return_aux=True, logits_mask=select)
 
 
-def _check_shift(pad: torch.Tensor, ans: torch.Tensor) -> None:
+def check_shift(pad: torch.Tensor, ans: torch.Tensor) -> None:
     start = ans.int().argmax(1)
     before = pad.gather(1, (start - 1).clamp_min(0).view(-1, 1)).squeeze(1)
     if (start == 0).any() or not before.all():
@@ -202,7 +212,7 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     """
     x_0, pad, ans = check_batch(batch)
     if cfg.shift:
-        _check_shift(pad, ans)
+        check_shift(pad, ans)
     B, L = x_0.shape
     device = x_0.device
     schedule, sampler = NoiseSchedule(cfg.schedule), cfg.time_sampler()

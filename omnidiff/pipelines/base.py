@@ -34,7 +34,11 @@ def generation_settings(objective, tasks) -> dict:
         entry = per_task.setdefault(t.task, {"answer_len": int(t.answer_len)})
         entry["answer_len"] = max(entry["answer_len"], int(t.answer_len))
         entry.update(dict(t.options))
-    return {"attention": objective.attention if objective.attention in ("prefix", "full", "block") else "full",
+    if getattr(objective, "kind", "diffusion") == "autoregressive":  # the AR twin decodes left to right
+        attention = "causal"
+    else:  # a causal diffusion model is annealed towards full attention (objectives.py)
+        attention = objective.attention if objective.attention in ("prefix", "full", "block") else "full"
+    return {"attention": attention,
             "block_size": objective.block_size, "shift": bool(objective.shift), "tasks": per_task}
 
 
@@ -119,6 +123,8 @@ class DiffusionPipeline:
         model: every caption empty with one block, "a diamond" with blocks of 8).
         """
         attention = self.settings.get("attention", "prefix")
+        if attention == "causal":  # the AR twin: one token per forward against its exact KV cache
+            return SamplerConfig(attention="causal", cache="causal", block_len=1, shift=True)
         block = self.settings.get("block_size") if attention == "block" else 8
         cache = {"prefix": "prefix", "block": "block"}.get(attention, "none")
         return SamplerConfig(strategy="threshold", threshold=0.9, attention=attention, cache=cache,

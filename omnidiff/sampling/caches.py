@@ -11,6 +11,9 @@ Every denoiser answers ``logits(answer_BA, lo, hi)`` -> logits [B, hi - lo, V] f
 - `BlockCached`: **exact** under ``block`` attention (BD3-LM). The prompt and every finished block
   are encoded once as clean ``x_0`` (block-causal) and appended to the cache; the current block's
   ``x_t`` attends that cache plus itself, exactly the keys the ``x_t ⊕ x_0`` layout lets it see.
+- `CausalCached`: **exact** under ``causal`` attention (the AR twin): the prompt is encoded once, then
+  each committed token is appended to the cache and its logits predict the next column, one forward
+  per answer token, as an AR decoder with a KV cache runs.
 - `ApproxCached`: Fast-dLLM's prefix or dual cache for ``full`` attention. At the first step of a
   block the whole sequence is encoded; the prefix (and, for ``dual``, the suffix after the block)
   keys/values are then reused for the block's later steps although the answer changed, which is an
@@ -127,6 +130,30 @@ class BlockCached(Denoiser):
 
     def end_block(self, answer_BA, lo, hi):
         self._block(answer_BA, lo, hi, frozen=False)
+
+
+class CausalCached(Denoiser):
+    """Exact KV cache for ``causal`` (AR) models decoded one column per block with ``shift``."""
+
+    def begin(self):
+        if not self.shift:
+            raise ValueError("the causal cache reads each column's logits from the column before (shift=True)")
+        self.cache = self.model.new_cache()
+        spec = AttentionSpec("causal", padding_mask=self.prefix_pad)
+        self.next_logits = self._forward(self.prefix, spec, self.positions[:, : self.P], self.cache,
+                                         slice(self.P - 1, self.P))
+
+    def logits(self, answer_BA, lo, hi):
+        if hi != lo + 1:
+            raise ValueError(f"the causal cache decodes one column at a time (block_len=1), got columns {lo}..{hi - 1}")
+        return self.next_logits
+
+    def end_block(self, answer_BA, lo, hi):
+        if hi == self.A:  # nothing is left to predict
+            return
+        tokens = answer_BA[:, lo:hi]
+        spec = AttentionSpec("full", padding_mask=torch.ones_like(tokens, dtype=torch.bool))  # the newest key
+        self.next_logits = self._forward(tokens, spec, self.positions[:, self.P + lo: self.P + hi], self.cache)
 
 
 class ApproxCached(Denoiser):

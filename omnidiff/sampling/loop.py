@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from omnidiff.models.image_encoder import ImageInputs
-from omnidiff.sampling.caches import ApproxCached, BlockCached, Denoiser, PrefixCached, Uncached
+from omnidiff.sampling.caches import ApproxCached, BlockCached, CausalCached, Denoiser, PrefixCached, Uncached
 from omnidiff.sampling.schedules import COMMIT_SCHEDULES, commit_counts
 from omnidiff.sampling.strategies import (
     STRATEGIES,
@@ -39,8 +39,8 @@ from omnidiff.sampling.strategies import (
 )
 from omnidiff.sampling.validation import check_bool, check_int, check_real
 
-CACHES = ("none", "prefix", "block", "approx_prefix", "approx_dual")
-ATTENTIONS = ("prefix", "full", "block")
+CACHES = ("none", "prefix", "block", "causal", "approx_prefix", "approx_dual")
+ATTENTIONS = ("prefix", "full", "block", "causal")
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ class SamplerConfig:
         temperature: 0 = argmax; > 0 = Gumbel-max sampling at that temperature.
         guidance_scale: classifier-free guidance s in ``uncond + s (cond - uncond)``; None = off.
         remask_threshold: secondary remasking of committed tokens whose probability drops below it.
-        attention: the attention mode the model was trained with: "prefix", "full" or "block".
+        attention: the attention mode the model was trained with: "prefix", "full", "block" or
+            "causal" (an AR model: decoded left to right, block_len=1 and shift=True).
         cache: "none", "prefix" (exact, prefix attention), "block" (exact, block attention),
+            "causal" (exact, causal attention: the AR decoder's KV cache),
             "approx_prefix" / "approx_dual" (Fast-dLLM, approximate).
         early_stop: stop a row after a block that ends its answer with <eos>.
         shift: logits at column i predict token i + 1 (AR-adapted models).
@@ -107,6 +109,9 @@ class SamplerConfig:
             raise ValueError(f"unknown attention {self.attention!r}; allowed: {list(ATTENTIONS)}")
         if self.cache not in CACHES:
             raise ValueError(f"unknown cache {self.cache!r}; allowed: {list(CACHES)}")
+        if (self.attention == "causal") != (self.cache == "causal") and self.cache != "none":
+            raise ValueError("cache='causal' is the exact cache of attention='causal' (and the only cache it has); "
+                             f"got attention={self.attention!r}, cache={self.cache!r}")
         if self.cache == "prefix" and self.attention != "prefix":
             raise ValueError("the exact prefix cache needs attention='prefix' (with 'full' attention the prefix "
                              "depends on the answer); use cache='approx_prefix' for full attention")
@@ -116,8 +121,11 @@ class SamplerConfig:
                              "attention='block'")
         if self.attention == "block" and self.block_len is None:
             raise ValueError("attention='block' needs block_len (the block size the model was trained with)")
-        if self.shift and self.cache not in ("none", "prefix"):
-            raise ValueError(f"shift works with cache 'none' or 'prefix', not {self.cache!r}")
+        if self.attention == "causal" and (self.block_len != 1 or not self.shift):
+            raise ValueError("attention='causal' decodes an AR model left to right: set block_len=1 and shift=True "
+                             f"(got block_len={self.block_len}, shift={self.shift})")
+        if self.shift and self.cache not in ("none", "prefix", "causal"):
+            raise ValueError(f"shift works with cache 'none', 'prefix' or 'causal', not {self.cache!r}")
 
 
 @dataclass
@@ -183,6 +191,8 @@ def make_denoiser(model: nn.Module, prefix_BP, prefix_pad_BP, answer_len: int, c
     kwargs = dict(attention=config.attention, block_size=config.block_len, shift=config.shift)
     if config.cache == "prefix":
         return PrefixCached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
+    if config.cache == "causal":
+        return CausalCached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
     if config.cache == "block":
         return BlockCached(model, prefix_BP, prefix_pad_BP, answer_len, **kwargs)
     if config.cache.startswith("approx_"):

@@ -1,7 +1,8 @@
 """The training loop shared by every task and modality: `train(cfg)`.
 
-One step: a batch from the task mixture -> `diffusion_loss` (complementary masking, prefix/block
-attention, MoE auxiliary losses, as the recipe's ``objective`` says) -> DeepSpeed backward/step
+One step: a batch from the task mixture -> `training_loss` (the diffusion ELBO with complementary
+masking, prefix/block attention and MoE auxiliary losses, or the AR twin's next-token loss, as the
+recipe's ``objective`` says) -> DeepSpeed backward/step
 (ZeRO stage, precision, accumulation, clipping from ``distributed``). Around it: a tqdm bar,
 metrics as JSONL and TensorBoard (loss, ELBO per task, tokens/s, expert load balance, gradient
 norm, LR), periodic validation ELBO on fixed masks, sample generation, atomic checkpoints with
@@ -23,7 +24,7 @@ import yaml
 from omnidiff.config import RunConfig, to_dict
 from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
 from omnidiff.data.shards import split_shards
-from omnidiff.diffusion.objectives import diffusion_loss
+from omnidiff.diffusion.losses import training_loss
 from omnidiff.models.image_encoder import ImageEncoderConfig, ImageInputs
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
@@ -84,7 +85,7 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     total, count, per_task = 0.0, 0, {}
     for _ in range(cfg.train.eval_batches):
         batch = loader_to(next(loader), cfg.train.device)
-        out = diffusion_loss(model, batch, as_evaluated(loss_cfg), generator=gen)
+        out = training_loss(model, batch, as_evaluated(loss_cfg), generator=gen)
         total, count = total + out.metrics["elbo"], count + 1
         for k, v in out.metrics.items():
             if k.startswith("elbo/"):
@@ -115,10 +116,12 @@ def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
     spec = dataclasses.replace(text_tasks[0], split="val")
     loader = build_mixture_loader(MixtureConfig(tasks=[spec], batch_size=1, seed=999), toks, vocab)
     task = get_task("text")
-    attention = cfg.objective.attention if cfg.objective.attention in ("prefix", "full", "block") else "full"
-    sampler = SamplerConfig(attention=attention, cache="prefix" if attention == "prefix" else "none",
-                            block_len=cfg.objective.block_size if attention == "block" else None,
-                            shift=cfg.objective.shift)
+    from omnidiff.pipelines.base import generation_settings
+
+    attention = generation_settings(cfg.objective, [])["attention"]
+    cache = {"prefix": "prefix", "causal": "causal"}.get(attention, "none")
+    block_len = {"block": cfg.objective.block_size, "causal": 1}.get(attention)
+    sampler = SamplerConfig(attention=attention, cache=cache, block_len=block_len, shift=cfg.objective.shift)
     out = []
     was_training = model.training
     model.eval()
@@ -254,7 +257,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         tokens, metrics_acc, lr, own_norm = 0, {}, engine.get_lr()[0], None
         for _ in range(cfg.distributed.grad_accum):
             batch = loader_to(next(loader), cfg.train.device)
-            out = diffusion_loss(engine, batch, loss_cfg, generator=gen, step=step)
+            out = training_loss(engine, batch, loss_cfg, generator=gen, step=step)
             engine.backward(out.loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0:
                 own_norm = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO

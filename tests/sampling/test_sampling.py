@@ -208,3 +208,30 @@ def test_the_hugging_face_wrapper_decodes_with_every_cache(model, mode):
     cfg = SamplerConfig(block_len=4, steps=8, **mode)
     ours = generate(wrapper, prompts(), answer_len=16, vocab=VOCAB, config=cfg)
     assert torch.equal(ours.tokens, generate(model, prompts(), answer_len=16, vocab=VOCAB, config=cfg).tokens)
+
+
+def test_causal_cache_is_token_identical_to_uncached_causal_decoding_and_batch_independent(model):
+    ps = prompts()
+    for temperature in (0.0, 0.8):
+        kw = dict(attention="causal", block_len=1, shift=True, temperature=temperature)
+        plain = generate(model, ps, answer_len=12, vocab=VOCAB, generator=gens(4),
+                         config=SamplerConfig(cache="none", **kw))
+        cached = generate(model, ps, answer_len=12, vocab=VOCAB, generator=gens(4),
+                          config=SamplerConfig(cache="causal", **kw))
+        assert torch.equal(plain.tokens, cached.tokens)
+        assert cached.stats["nfe"] <= plain.stats["nfe"]  # one forward per token, the prompt's included
+        for i, p in enumerate(ps):
+            single = generate(model, [p], answer_len=12, vocab=VOCAB, generator=gens(4)[i: i + 1],
+                              config=SamplerConfig(cache="causal", **kw))
+            assert torch.equal(cached.tokens[i], single.tokens[0]), f"row {i} depends on the batch"
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(attention="causal", cache="causal", block_len=4, shift=True), "block_len=1 and shift=True"),
+    (dict(attention="causal", cache="causal", block_len=1, shift=False), "block_len=1 and shift=True"),
+    (dict(attention="prefix", cache="causal", shift=True), "cache='causal' is the exact cache"),
+    (dict(attention="causal", cache="prefix", block_len=1, shift=True), "cache='causal' is the exact cache"),
+])
+def test_causal_sampler_configs_that_cannot_work_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        SamplerConfig(**kw)

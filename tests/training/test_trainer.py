@@ -110,3 +110,20 @@ def test_block_attention_trains_on_prompts_of_any_length(assets, tmp_path):
     summary = train(config(assets, tmp_path / "blk", "train.steps=3", "train.export=false", "train.eval_every=3",
                            "train.eval_batches=1", "objective.attention=block", "objective.block_size=8"))
     assert len(summary["loss_history"]) == 3 and all(map(math.isfinite, summary["loss_history"]))
+
+
+def test_the_ar_twin_trains_exports_and_its_pipeline_decodes_left_to_right(assets, tmp_path):
+    from omnidiff.pipelines import TextPipeline
+
+    summary = train(config(assets, tmp_path / "ar", "train.steps=20", "train.eval_every=20", "train.eval_batches=1",
+                           "train.sample_every=20", "train.sample_prompts=1", "objective.kind=autoregressive",
+                           "objective.attention=causal", "objective.shift=true", "objective.complementary=false"))
+    hist = summary["loss_history"]
+    assert sum(hist[-5:]) / 5 < sum(hist[:5]) / 5
+    assert summary["val"]["elbo"] > 0
+    settings = json.loads((Path(summary["model"]) / "omnidiff_generation.json").read_text())
+    assert settings["attention"] == "causal" and settings["shift"] is True
+    pipe = TextPipeline.from_pretrained(summary["model"])
+    assert (pipe.sampler.attention, pipe.sampler.cache, pipe.sampler.block_len) == ("causal", "causal", 1)
+    pipe(["the"], answer_len=8)
+    assert pipe.last_stats["nfe"] <= 8  # one forward per token: the prompt, then each token but the last
