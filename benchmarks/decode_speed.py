@@ -21,6 +21,9 @@ forward of each kind next to one AR step and derives the tokens per forward (d) 
 With a trained checkpoint it also measures quality on 16 test prompts: the model's own ELBO (nats
 per token, Monte-Carlo) of each method's answers, (d)'s and (d')'s token agreement with (b), and a
 threshold sweep. Writes docs/benchmarks/decode.md (random init) or decode_trained.md (checkpoint).
+
+``--run RUN [--ar-run AR_RUN] [--task caption:shapes,...]`` instead measures every task of a trained
+run with the task's own quality metric, against its AR twin (`benchmarks/task_decode.py`).
 """
 
 from __future__ import annotations
@@ -206,6 +209,11 @@ def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(
 
 
 def main() -> None:
+    if any(a == "--run" or a.startswith(("--task", "--run=")) for a in sys.argv[1:]):  # the per-task table
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from task_decode import main as task_main
+
+        raise SystemExit(task_main(sys.argv[1:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64-token answers, batch 1 only")
     parser.add_argument("--preset", default="tiny")

@@ -60,9 +60,10 @@ def tiny_tokenizers(proprio_dim: int = 3):
     )
 
 
-def build_multimodal_model(root: Path, proprio_dim: int = 3) -> Path:
+def build_multimodal_model(root: Path, proprio_dim: int = 3, attention: str = "prefix") -> Path:
     """An untrained `debug` model with real, tiny, untrained tokenizers of all four modalities, exported
-    like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json)."""
+    like train.py does (weights + vocabulary, tokenizers/, omnidiff_generation.json); ``attention="causal"``
+    exports it as an AR twin (decoded left to right)."""
     import json
 
     from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
@@ -74,7 +75,7 @@ def build_multimodal_model(root: Path, proprio_dim: int = 3) -> Path:
     out = root / "model"
     model.save_pretrained(out)
     toks.save(out / "tokenizers")
-    settings = {"attention": "prefix", "block_size": None, "shift": False,
+    settings = {"attention": attention, "block_size": None, "shift": attention == "causal",
                 "tasks": {"caption": {"answer_len": 12}, "vqa": {"answer_len": 4}, "t2i": {"answer_len": 66},
                           "asr": {"answer_len": 8}, "tts": {"answer_len": 16}, "text": {"answer_len": 8},
                           "vla": {"answer_len": 20, "use_proprio": True}}}

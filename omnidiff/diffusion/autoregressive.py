@@ -27,9 +27,9 @@ from torch import nn
 from omnidiff.diffusion.objectives import (
     DiffusionLossConfig,
     LossOutput,
-    check_shift,
     attention_spec,
     check_batch,
+    check_shift,
     shift_selection,
 )
 

@@ -1,0 +1,62 @@
+"""benchmarks/task_decode.py on an untrained run and its AR twin: every row, ratio and the floor."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.fixtures import build_multimodal_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_run(root: Path, data: Path, attention: str) -> Path:
+    root.mkdir()
+    build_multimodal_model(root, attention=attention)
+    tasks = [{"task": t, "path": str(data), "answer_len": n} for t, n in (("caption", 12), ("vqa", 4))]
+    objective = {"kind": "autoregressive", "attention": "causal", "shift": True} if attention == "causal" else {}
+    (root / "config.yaml").write_text(yaml.safe_dump({"data": {"tasks": tasks}, "objective": objective}))
+    return root
+
+
+def run_bench(*args):
+    return subprocess.run([sys.executable, "benchmarks/decode_speed.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_per_task_table_against_the_ar_twin(tmp_path):
+    data = tmp_path / "shapes"
+    subprocess.run([sys.executable, "data/build_shapes.py", "--out", str(data), "--num", "60", "--size", "32"],
+                   cwd=ROOT, check=True, capture_output=True)
+    run, ar = make_run(tmp_path / "run", data, "prefix"), make_run(tmp_path / "ar", data, "causal")
+    doc, out = tmp_path / "table.md", tmp_path / "table.json"
+    proc = run_bench("--run", run, "--ar-run", ar, "--task", "caption:shapes,vqa:shapes", "--num", "2", "--repeats",
+                     "1", "--json", out, "--doc", doc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {r["task"] for r in rows} == {"caption:shapes", "vqa:shapes"}
+    for r in rows:
+        assert {"task", "method", "batch", "answer_len", "tokens_per_forward", "tokens_per_s", "ratio_to_ar",
+                "quality", "ar_quality", "sampler_share"} <= set(r)
+        assert r["tokens_per_s"] > 0 and 0 <= r["sampler_share"] <= 1 and r["batch"] in (1, 8)
+    twin = [r for r in rows if r["model"] == "ar"]
+    assert twin and all(r["ratio_to_ar"] == 1.0 for r in twin)
+    assert all(r["tokens_per_forward"] <= 1.0 + 1e-9 for r in twin)  # one token per forward, the prompt's included
+    assert len({r["method"] for r in rows if r["model"] == "diffusion"}) == 4
+    assert report["bandwidth_bytes_per_s"] > 1e8 and report["ar_floor_ms_per_token"] > 0
+    assert "| caption:shapes |" in doc.read_text() and "bandwidth floor" in doc.read_text()
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    data = tmp_path / "shapes"
+    data.mkdir()
+    run = make_run(tmp_path / "run", data, "prefix")
+    proc = run_bench("--run", run, "--task", "asr:speech")
+    assert proc.returncode == 1 and "not streams of" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_bench("--run", run, "--ar-run", run)
+    assert proc.returncode == 1 and "objective.kind=autoregressive" in proc.stderr
+    proc = run_bench("--run", tmp_path / "missing")
+    assert proc.returncode == 1 and "not a finished train.py run" in proc.stderr
