@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo results demo-text smollm2 adapt-smollm2 lint clean
+.PHONY: setup data-deps test test-slow bench demo results distill demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
@@ -138,6 +138,21 @@ $(RES)/model/config.json: | $(DEMO_INPUTS)
 
 $(RES)/results/results.json: $(RES)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)
+
+# Few-step decoding: certainty-forcing distillation of the results model (configs/distill.yaml, ~300
+# steps), then the per-task decoding table (tokens per forward, tokens/s, task metric) before and after.
+DISTILL := $(R)/distill
+DISTILL_TASKS := caption:shapes,vqa:shapes,caption:digits,text:text
+distill: setup data-deps $(DISTILL)/model/config.json
+	$(PY) benchmarks/task_decode.py --run $(RES) --tasks $(DISTILL_TASKS) --num 64 \
+		--doc $(DISTILL)/decode_before.md --json $(DISTILL)/decode_before.json
+	$(PY) benchmarks/task_decode.py --run $(DISTILL) --tasks $(DISTILL_TASKS) --num 64 \
+		--doc $(DISTILL)/decode_after.md --json $(DISTILL)/decode_after.json
+
+$(DISTILL)/model/config.json: $(RES)/model/config.json
+	$(PY) train.py --config configs/distill.yaml model.init_run=$(RES)/model data.root=$(D) train.out=$(DISTILL) \
+		tokenizers.text=$(T)/text tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action \
+		$(if $(wildcard $(DISTILL)/checkpoints/latest),--resume,)
 
 # The text recipes: a prefix-attention model (configs/text.yaml) and its block-attention twin
 # (configs/text_block.yaml) on 256-token answers, ~35 min of training each on 2 CPU cores, then

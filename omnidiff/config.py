@@ -39,12 +39,18 @@ class ModelConfig:
     # Prompt images also read as pixels by a timm backbone trained with the model, e.g.
     # {backbone: resnet10t, out_index: 2} (omnidiff.models.image_encoder); {}: codes only.
     image_encoder: dict = field(default_factory=dict)
+    # A model folder train.py exported (e.g. runs/results/model): its architecture and weights start the
+    # run (fine-tuning, few-step distillation); the tokenizers must give the same vocabulary.
+    init_run: str = ""
 
     def __post_init__(self):
         if self.init_embeddings not in ("random", "codebook"):
             raise ValueError(f"model.init_embeddings must be 'random' or 'codebook', got {self.init_embeddings!r}")
         if self.init_weights not in ("pretrained", "random"):
             raise ValueError(f"model.init_weights must be 'pretrained' or 'random', got {self.init_weights!r}")
+        if self.init_run and (self.init_from or self.image_encoder or self.overrides):
+            raise ValueError("model.init_run takes the architecture of the model it loads; drop model.init_from, "
+                             "model.image_encoder and model.overrides")
         if self.image_encoder and self.init_from:
             raise ValueError("model.image_encoder cannot be combined with model.init_from yet (a pretrained causal LM "
                              "has no image encoder to load); drop one of them")

@@ -170,6 +170,17 @@ def standin_causal_lm(folder: Path, text_tokenizer: str) -> Path:
     return folder
 
 
+def standin_run_model(folder: Path, tokenizers: dict, modalities) -> Path:
+    """A `debug` model exported for the stand-in vocabulary, for recipes that start from a trained run."""
+    from omnidiff.models.hf import OmniDiffConfig, OmniDiffModel
+
+    toks = TokenizerSet.load({m: tokenizers[m] for m in modalities})
+    vocab = toks.build_vocab()
+    torch.manual_seed(0)
+    OmniDiffModel(OmniDiffConfig.from_parts(preset_config("debug", len(vocab)), vocab)).save_pretrained(folder)
+    return folder
+
+
 # ---------------------------------------------------------------------- the recipes, shrunk
 def shrunk(recipe: Path, standins, out: Path):
     """``recipe`` as train.py would resolve it, with the CPU sizes above and the stand-ins swapped in
@@ -179,8 +190,12 @@ def shrunk(recipe: Path, standins, out: Path):
     overrides = {**real.model.overrides, "max_positions": PRESETS[real.model.preset]["max_positions"]}
     init = [f"model.init_from={standin_causal_lm(out.parent / 'causal_lm', tokenizers['text'])}"] \
         if real.model.init_from else []
+    if real.model.init_run:  # the architecture comes from the run's model: no overrides
+        init = [f"model.init_run={standin_run_model(out.parent / 'init_run', tokenizers, real.tokenizers)}"]
+    else:
+        init += [f"model.overrides={json.dumps(overrides)}"]
     cfg = load_config(recipe, [
-        *init, "model.preset=debug", f"model.overrides={json.dumps(overrides)}", "train.device=cpu", "distributed.dtype=fp32",
+        *init, "model.preset=debug", "train.device=cpu", "distributed.dtype=fp32",
         "distributed.zero_stage=0", "distributed.grad_accum=1", "distributed.offload_optimizer=false",
         "data.batch_size=4", "data.num_workers=0", "train.steps=1", "train.eval_every=1", "train.eval_batches=1",
         "train.sample_every=0", "train.task_eval_every=0", "train.save_every=0", "train.log_every=1", "train.tensorboard=false",

@@ -53,7 +53,8 @@ from omnidiff.diffusion.schedules import NoiseSchedule, TimeSampler
 from omnidiff.models.layers import AttentionSpec
 
 NORMALIZATIONS = ("token", "answer_length")
-OBJECTIVE_KINDS = ("diffusion", "autoregressive")  # autoregressive: the AR twin (autoregressive.py)
+# autoregressive: the AR twin (autoregressive.py); certainty_forcing: few-step distillation (certainty.py)
+OBJECTIVE_KINDS = ("diffusion", "autoregressive", "certainty_forcing")
 LOSS_ATTENTION_MODES = ("prefix", "full", "block", "causal")
 
 
@@ -81,6 +82,9 @@ class DiffusionLossConfig:
     moe_z_coef: float = 0.001
     mask_id: int = 1
     kind: str = "diffusion"  # "diffusion" | "autoregressive" (next-token loss; attention causal, shift true)
+    # | "certainty_forcing" (diffusion loss on the model's own answers + entropy where it is right)
+    certainty_coef: float = 0.5  # certainty_forcing: weight of the entropy term
+    teacher_block_len: int = 8  # certainty_forcing: block length of the one-token-per-step own decode
 
     def __post_init__(self):
         if isinstance(self.mask_rate_clip, list):
@@ -102,6 +106,11 @@ class DiffusionLossConfig:
                              "(from attention='causal') 'full'; block attention is not annealed")
         if self.kind not in OBJECTIVE_KINDS:
             raise ValueError(f"unknown objective kind {self.kind!r}; allowed: {list(OBJECTIVE_KINDS)}")
+        if self.kind == "certainty_forcing" and (self.attention == "block" or self.certainty_coef < 0
+                                                 or self.teacher_block_len < 0):
+            raise ValueError("objective.kind=certainty_forcing needs prefix or full attention, certainty_coef >= 0 and "
+                             f"teacher_block_len >= 0 (got attention={self.attention!r}, certainty_coef="
+                             f"{self.certainty_coef}, teacher_block_len={self.teacher_block_len})")
         if self.kind == "autoregressive" and (self.attention != "causal" or not self.shift or self.complementary
                                               or self.anneal_steps):
             raise ValueError("objective.kind=autoregressive trains next-token prediction: set attention: causal and "
@@ -129,6 +138,8 @@ class LossOutput:
     loss: torch.Tensor  # scalar to backprop (MoE aux included)
     metrics: dict[str, float] = field(default_factory=dict)
     expert_load: torch.Tensor | None = None  # [num_moe_layers, E]
+    logits: torch.Tensor | None = None  # [N, V] of the scored positions (for losses built on this one)
+    targets: torch.Tensor | None = None  # [N] their clean tokens
 
 
 def check_batch(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -284,4 +295,4 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
             sel = torch.tensor([name == task for name in tasks], device=device)
             metrics[f"elbo/{task}"] = float(per_row_d[sel].sum() / num_answer_d[sel].sum())
     expert_load = aux.expert_load.detach() if aux is not None else None
-    return LossOutput(loss=loss, metrics=metrics, expert_load=expert_load)
+    return LossOutput(loss=loss, metrics=metrics, expert_load=expert_load, logits=logits_NV, targets=targets)

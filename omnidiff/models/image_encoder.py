@@ -67,6 +67,10 @@ class ImageInputs:
         """The same images for ``times`` stacked copies of the batch (complementary masking)."""
         return ImageInputs(self.pixels, self.row_image.repeat(times), self.start.repeat(times), self.features)
 
+    def select(self, index: torch.Tensor) -> ImageInputs:
+        """The image inputs of batch rows ``index`` only (every picture is kept; rows point into them)."""
+        return ImageInputs(self.pixels, self.row_image[index], self.start[index], self.features)
+
     @property
     def rows(self) -> int:
         return self.row_image.numel()

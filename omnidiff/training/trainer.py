@@ -24,7 +24,7 @@ import yaml
 from omnidiff.config import RunConfig, to_dict
 from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
 from omnidiff.data.shards import split_shards
-from omnidiff.diffusion.losses import training_loss
+from omnidiff.diffusion.losses import loss_inputs, training_loss
 from omnidiff.models.image_encoder import ImageEncoderConfig, ImageInputs
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
@@ -97,7 +97,8 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
 def as_evaluated(loss_cfg):
     """The objective validation scores: one copy per sample, in the attention the model is trained towards
     (an annealed run is measured as the bidirectional model it becomes, not at its current reveal rate)."""
-    return dataclasses.replace(loss_cfg, complementary=False, share_prefix=False,
+    kind = "diffusion" if loss_cfg.kind == "certainty_forcing" else loss_cfg.kind  # scored on the data's answers
+    return dataclasses.replace(loss_cfg, kind=kind, complementary=False, share_prefix=False,
                                attention=loss_cfg.target_attention, anneal_steps=0)
 
 
@@ -189,10 +190,16 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         if cfg.model.init_weights == "random":  # the same architecture trained from scratch
             torch.manual_seed(cfg.train.seed)
             initial = Transformer(model_cfg)
+    elif cfg.model.init_run:  # fine-tuning or distilling a model train.py exported, image encoder included
+        from omnidiff.models.hf import OmniDiffModel
+
+        initial = OmniDiffModel.from_pretrained(cfg.model.init_run, expected_vocab=vocab).model
+        model_cfg = initial.cfg
     else:
         model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     if cfg.model.image_encoder:
         model_cfg = dataclasses.replace(model_cfg, image_encoder=image_encoder_config(cfg.model.image_encoder, toks))
+    if model_cfg.image_encoder is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_inputs=True))
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
@@ -212,6 +219,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)
                                                   for t in cfg.data.tasks):
         raise ValueError("with block attention every task's answer_len must be a multiple of objective.block_size")
+    extra = loss_inputs(loss_cfg, vocab, cfg.model.init_run, cfg.train.device)  # e.g. a distillation teacher
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
@@ -257,7 +265,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         tokens, metrics_acc, lr, own_norm = 0, {}, engine.get_lr()[0], None
         for _ in range(cfg.distributed.grad_accum):
             batch = loader_to(next(loader), cfg.train.device)
-            out = training_loss(engine, batch, loss_cfg, generator=gen, step=step)
+            out = training_loss(engine, batch, loss_cfg, generator=gen, step=step, **extra)
             engine.backward(out.loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0:
                 own_norm = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO

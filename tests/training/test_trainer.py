@@ -127,3 +127,22 @@ def test_the_ar_twin_trains_exports_and_its_pipeline_decodes_left_to_right(asset
     assert (pipe.sampler.attention, pipe.sampler.cache, pipe.sampler.block_len) == ("causal", "causal", 1)
     pipe(["the"], answer_len=8)
     assert pipe.last_stats["nfe"] <= 8  # one forward per token: the prompt, then each token but the last
+
+
+def test_init_run_starts_from_an_exported_model_and_certainty_forcing_distils_it(assets, tmp_path):
+    from omnidiff.models.hf import OmniDiffModel
+
+    first = train(config(assets, tmp_path / "teacher", "train.steps=6"))
+    teacher = OmniDiffModel.from_pretrained(first["model"]).model
+    start = train(config(assets, tmp_path / "same", "train.steps=1", "optim.lr=1e-12", "optim.warmup_steps=0",
+                         f"model.init_run={first['model']}", "model.preset=tiny"))
+    again = OmniDiffModel.from_pretrained(start["model"]).model
+    for (name, a), b in zip(teacher.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), f"{name} did not start from the exported model"
+    summary = train(config(assets, tmp_path / "distil", "train.steps=3", f"model.init_run={first['model']}",
+                           "objective.kind=certainty_forcing", "train.eval_every=3", "train.eval_batches=1"))
+    metrics = [json.loads(line) for line in (tmp_path / "distil" / "metrics.jsonl").read_text().splitlines()]
+    assert all("certainty" in m and m["own_answers_differ"] >= 0 for m in metrics if m["split"] == "train")
+    assert math.isfinite(summary["val"]["elbo"])
+    with pytest.raises(ValueError, match="set model.init_run"):
+        train(config(assets, tmp_path / "nope", "train.steps=1", "objective.kind=certainty_forcing"))
