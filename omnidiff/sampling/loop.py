@@ -276,6 +276,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         columns = allowed_AV[:, mask_id].nonzero().flatten().tolist()
         raise ValueError(f"the answer may be <mask> (id {mask_id}) at columns {columns}: <mask> marks a column still "
                          "to decode and can never be committed; clear it from answer_layout / answer_modality")
+    disallowed_AV = ~allowed_AV  # once, not per step
     gens = row_generators(generator, B)
     max_steps = 2 * block_len  # per block; what a threshold decode with remasking may take (see below)
     max_forwards = len(denoisers) * (1 + num_blocks * (max_steps + 1))  # + the prompt and the end of each block
@@ -308,7 +309,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
                 break
             _check_budget(step, max_steps, sum(d.nfe for d in denoisers), max_forwards, lo, hi)
             logits = _block_logits(denoisers, answer, lo, hi, config.guidance_scale)
-            logits = logits.masked_fill(~allowed_AV[lo:hi], float("-inf"))
+            logits = logits.masked_fill(disallowed_AV[lo:hi], float("-inf"))
             active_B = masked.any(1)
             row_steps += active_B
             active = active_B.tolist()
@@ -365,7 +366,10 @@ def _check_proposals(ids_BN, probs_BNV, masked_BN, allowed_NV, lo: int) -> None:
     """Every masked column must propose an allowed id from a real distribution (NaN probabilities
     come from NaN or +inf logits, or from a column where every allowed id has logit -inf)."""
     allowed = allowed_NV.gather(1, ids_BN.T).T
-    bad = masked_BN & (~allowed | probs_BNV.isnan().any(-1))
+    # A NaN anywhere in a column's logits (or +inf, or every allowed id at -inf) makes its whole
+    # softmax NaN, so the proposal's own probability tells: no pass over the vocabulary is needed.
+    proposed = probs_BNV.gather(-1, ids_BN.unsqueeze(-1)).squeeze(-1)
+    bad = masked_BN & (~allowed | proposed.isnan())
     if bad.any():
         row, col = (int(i) for i in bad.nonzero()[0])
         raise RuntimeError(f"row {row}, answer column {lo + col}: the logits are NaN or infinite, or give every allowed "
