@@ -53,17 +53,32 @@ def headlines(results: dict) -> list[dict]:
                 continue
             met = None if target is None else (value >= target if sense == "min" else value <= target)
             rows.append({"task": stream, "metric": name, "value": round(value, 4), "target": target,
-                         "sense": sense, "met": met})
+                         "sense": sense, "met": met, "n": entry["metrics"].get("n")})
     return rows
 
 
+def training_line(run: Path) -> str:
+    """How long the run trained: steps, and minutes inside training steps (evaluation excluded)."""
+    steps = minutes = None
+    if (run / "metrics.jsonl").exists():
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if row.get("split") == "train":
+                steps, minutes = row.get("step"), row.get("train_minutes")
+    if steps is None or minutes is None:
+        return ""
+    return f"Trained {steps} steps in {minutes:.1f} training minutes (evaluation excluded)."
+
+
 def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str) -> str:
-    lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`.", "",
-             "| task | metric | value | target | met |", "|---|---|---|---|---|"]
+    lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`. {training_line(run)} "
+             "*n*: held-out samples scored (closed-loop episodes for `sim_success`: see `results.json`).", "",
+             "| task | metric | value | n | target | met |", "|---|---|---|---|---|---|"]
     for r in rows:
         target = "-" if r["target"] is None else ((">= " if r["sense"] == "min" else "<= ") + f"{r['target']:g}")
         met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
-        lines.append(f"| {r['task']} | {r['metric']} | {r['value']:.3f} | {target} | {met} |")
+        n = "-" if r.get("n") is None else r["n"]
+        lines.append(f"| {r['task']} | {r['metric']} | {r['value']:.3f} | {n} | {target} | {met} |")
     if curves:
         lines += ["", "Learning curves (held-out metrics against training minutes):", "", f"![curves]({curves})"]
     if assets:
