@@ -65,8 +65,8 @@ def test_report_writes_targets_curves_and_json(tmp_path):
     assert table["caption:shapes"] == {"pair_recall": 0.9, "pair_precision": 0.97, "exact": 0.85}
     assert table["vla:robot"]["sim_success"] == 0.75 and table["asr:speech"]["wer"] == 0.25
     text = doc.read_text()
-    assert "| caption:shapes | pair_recall | 0.900 | >= 0.95 | no |" in text
-    assert "| asr:speech | wer | 0.250 | <= 0.1 | no |" in text and "results/curves.png" in text
+    assert "| caption:shapes | pair_recall | 0.900 | 4 | >= 0.95 | no |" in text
+    assert "| asr:speech | wer | 0.250 | - | <= 0.1 | no |" in text and "results/curves.png" in text
     assert (tmp_path / "docs" / "results" / "curves.png").stat().st_size > 1000
 
 
