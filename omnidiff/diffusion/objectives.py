@@ -14,6 +14,9 @@ given the prefix, so ``elbo`` is a Monte-Carlo estimate of the bound in nats per
 mask-rate clip it only covers the clipped range; evaluate with `likelihood.py` instead).
 
 Options:
+- ``weighting="flat"`` (MaskGIT, LaViDa): the training loss drops w(t) and scores every masked token
+  once, so a lightly masked copy (w = 1/t large) no longer dominates the gradient; ``elbo`` is still
+  logged with w(t).
 - ``complementary`` (LaViDa): two copies per sample with complementary masked sets, rates p and 1 - p;
   each copy is scored only where it is masked; the ELBO is the mean of the two copies' estimates.
   With ``share_prefix`` (prefix attention) both copies sit in one row against one encoding of the
@@ -53,6 +56,7 @@ from omnidiff.diffusion.schedules import NoiseSchedule, TimeSampler
 from omnidiff.models.layers import AttentionSpec
 
 NORMALIZATIONS = ("token", "answer_length")
+WEIGHTINGS = ("elbo", "flat")
 # autoregressive: the AR twin (autoregressive.py); certainty_forcing: few-step distillation (certainty.py)
 OBJECTIVE_KINDS = ("diffusion", "autoregressive", "certainty_forcing")
 LOSS_ATTENTION_MODES = ("prefix", "full", "block", "causal")
@@ -71,6 +75,8 @@ class DiffusionLossConfig:
     eps: float = 1e-3  # t = (1 - eps) u + eps
     mask_rate_clip: tuple[float, float] | None = None  # BD3-LM (beta, omega)
     normalization: str = "token"  # "token" | "answer_length"
+    weighting: str = "elbo"  # "elbo": w(t) = -alpha'_t / (1 - alpha_t) | "flat": every masked token weighs 1
+    # (MaskGIT, LaViDa); the logged elbo keeps w(t) either way
     complementary: bool = False
     share_prefix: bool = False  # complementary copies under prefix attention share one prefix encoding
     # (packing.py): same loss and gradients, the prefix computed once instead of twice
@@ -91,6 +97,8 @@ class DiffusionLossConfig:
             self.mask_rate_clip = tuple(self.mask_rate_clip)
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; allowed: {list(NORMALIZATIONS)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; allowed: {list(WEIGHTINGS)}")
         if self.attention not in LOSS_ATTENTION_MODES:
             raise ValueError(f"unknown attention {self.attention!r}; allowed: {list(LOSS_ATTENTION_MODES)}")
         if self.attention == "block" and (self.block_size is None or self.block_size <= 0):
@@ -268,7 +276,12 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     num_answer = num_answer.to(per_row.dtype)
 
     elbo = per_row.sum() / num_answer.sum()
-    diff_loss = elbo if cfg.normalization == "token" else (per_row / num_answer).mean()
+    if cfg.weighting == "flat":
+        per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce)
+    else:
+        per_row_loss = per_row
+    diff_loss = (per_row_loss.sum() / num_answer.sum() if cfg.normalization == "token"
+                 else (per_row_loss / num_answer).mean())
     balance = aux.balance_loss if aux is not None else torch.zeros((), device=device)
     z = aux.z_loss if aux is not None else torch.zeros((), device=device)
     loss = diff_loss + cfg.moe_balance_coef * balance + cfg.moe_z_coef * z

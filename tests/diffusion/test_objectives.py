@@ -225,9 +225,25 @@ def diffusion_loss_spec(recorder: SpecRecorder, batch: dict, cfg: DiffusionLossC
     return recorder.spec
 
 
+@pytest.mark.parametrize("kw", [{}, {"complementary": True}])
+def test_flat_weighting_scores_each_masked_token_once_and_logs_the_same_elbo(kw):
+    # A uniform predictor has CE = log V on every masked token: the flat loss is log V times the
+    # masked fraction of the answer, whatever t was drawn; the logged ELBO is the weighted one.
+    batch = reverse_task(64, seed=3)
+    weighted = diffusion_loss(Uniform(), batch, DiffusionLossConfig.for_vocab(VOCAB, **kw),
+                              generator=torch.Generator().manual_seed(4))
+    flat = diffusion_loss(Uniform(), batch, DiffusionLossConfig.for_vocab(VOCAB, weighting="flat", **kw),
+                          generator=torch.Generator().manual_seed(4))
+    assert flat.metrics["elbo"] == pytest.approx(weighted.metrics["elbo"])
+    assert flat.metrics["diffusion_loss"] == pytest.approx(math.log(VOCAB.size) * flat.metrics["mask_rate"])
+    assert weighted.metrics["diffusion_loss"] != pytest.approx(flat.metrics["diffusion_loss"], rel=0.01)
+
+
 def test_bad_configs_and_batches():
     with pytest.raises(ValueError, match="normalization"):
         DiffusionLossConfig(normalization="sequence")
+    with pytest.raises(ValueError, match="weighting"):
+        DiffusionLossConfig(weighting="1/t")
     with pytest.raises(ValueError, match="block_size"):
         DiffusionLossConfig(attention="block")
     with pytest.raises(ValueError, match="anneal_steps"):
