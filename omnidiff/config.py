@@ -66,8 +66,11 @@ class OptimConfig:
     decay: str = "cosine"  # "cosine" | "wsd" (warm-up, stable, then linear decay over decay_fraction)
     decay_fraction: float = 0.2
     grad_clip: float = 1.0  # 0: no clipping
+    fused: bool = True  # AdamW's fused kernel (CPU and CUDA): one pass per parameter instead of ~8 ops each
 
     def __post_init__(self):
+        if not isinstance(self.fused, bool):
+            raise ValueError(f"optim.fused must be true or false, got {self.fused!r}")
         check_numbers("optim", self, lr=(0, None, "open"), min_lr_ratio=(0, 1), weight_decay=(0, None),
                       warmup_steps=(0, None), decay_fraction=(0, 1, "open"), grad_clip=(0, None))
         if self.decay not in ("cosine", "wsd"):

@@ -158,7 +158,8 @@ def build_engine(make_model: Callable[[], nn.Module], dist_cfg: DistributedConfi
     else:
         model = make_model()
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas))
+    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
+                                  fused=optim.fused)
     # A callable: DeepSpeed builds the scheduler on its wrapped optimizer (ZeRO-3 regroups parameters).
     def scheduler(wrapped):
         return torch.optim.lr_scheduler.LambdaLR(wrapped, lr_lambda(optim, total_steps))

@@ -41,6 +41,13 @@ def test_resume_gives_the_identical_loss_sequence(assets, tmp_path):
     assert not list((tmp_path / "b" / "checkpoints").glob("*.tmp"))
 
 
+def test_fused_adamw_takes_the_same_steps_as_the_loop(assets, tmp_path):
+    fused = train(config(assets, tmp_path / "a", "train.steps=6", "train.export=false"))
+    loop = train(config(assets, tmp_path / "b", "train.steps=6", "train.export=false", "optim.fused=false"))
+    assert fused["loss_history"] == pytest.approx(loop["loss_history"], rel=1e-4)
+    assert fused["loss_history"][-1] != pytest.approx(fused["loss_history"][0], rel=1e-3)
+
+
 def test_loss_falls_and_export_loads_with_identical_logits(assets, tmp_path):
     from omnidiff.models.hf import OmniDiffModel
 
