@@ -4,8 +4,10 @@
                                      [--memory-preset tiny] [--no-memory] [--json PATH]
 
 Throughput: the real training step of ``train.py`` (DeepSpeed engine, ZeRO-0, one process, fp32:
-diffusion loss with complementary masking and prefix attention, backward, AdamW step) on random
-tokens, for the dense twin and the MoE preset. The ceiling is a square fp32 matmul (2048, the
+diffusion loss with complementary masking and prefix attention, backward, fused AdamW step) on random
+tokens, for the dense twin and the MoE preset, then the MoE with one change each, side by side in the
+same rounds: the unfused AdamW loop, and bf16 autocast (fp32 master weights; its fraction of peak is
+against a bf16 matmul timed in the same rounds). The ceiling is a square fp32 matmul (2048, the
 reference size, and 4096) timed in the same process between the training steps, so load from other
 processes lowers both alike; the best matmul rate seen is the ceiling. FLOPs per token come from
 `count_parameters` (2 per multiply-add, training = 3x forward, attention included).
@@ -42,9 +44,9 @@ DOC = ROOT / "docs" / "benchmarks" / "train_speed.md"
 MASK_ID = 1
 
 
-def matmul_rate(n: int) -> float:
-    """FLOP/s of one n x n fp32 matmul (best of 3)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of one n x n matmul in ``dtype`` (best of 3)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(3):
@@ -62,43 +64,56 @@ def random_batch(vocab: int, batch: int, seq: int, gen: torch.Generator) -> dict
     return {"tokens": tokens, "padding_mask": torch.ones(batch, seq, dtype=torch.bool), "answer_mask": answer}
 
 
-def build(preset: str, vocab: int, zero_stage: int, micro_batch: int):
+def build(preset: str, vocab: int, zero_stage: int, micro_batch: int, fused: bool = True):
     from omnidiff.training import distributed
 
     distributed.init_distributed(DistributedConfig(zero_stage=zero_stage), "cpu")
     torch.manual_seed(0)
     cfg = preset_config(preset, vocab)
     engine = distributed.build_engine(lambda: Transformer(cfg), DistributedConfig(zero_stage=zero_stage),
-                                      OptimConfig(lr=1e-4, warmup_steps=1), micro_batch, 1000, "cpu")
+                                      OptimConfig(lr=1e-4, warmup_steps=1, fused=fused), micro_batch, 1000, "cpu")
     return engine, cfg
 
 
-def train_step(engine, batch: dict, loss_cfg: DiffusionLossConfig, gen: torch.Generator) -> float:
+def train_step(engine, batch: dict, loss_cfg: DiffusionLossConfig, gen: torch.Generator,
+               autocast: bool = False) -> float:
     start = time.perf_counter()
-    out = diffusion_loss(engine, batch, loss_cfg, generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = diffusion_loss(engine, batch, loss_cfg, generator=gen)
     engine.backward(out.loss)
     engine.step()
     return time.perf_counter() - start
 
 
+def variants(preset: str) -> dict[str, tuple[str, bool, bool]]:
+    """Row name -> (preset, fused AdamW, bf16 autocast): the dense twin and the MoE as trained, then the
+    MoE with the unfused AdamW loop and under bf16 autocast (fp32 master weights), one change each."""
+    return {f"{preset}-dense": (f"{preset}-dense", True, False), preset: (preset, True, False),
+            f"{preset}, AdamW loop (not fused)": (preset, False, False),
+            f"{preset}, bf16 autocast": (preset, True, True)}
+
+
 def throughput(args) -> tuple[list[dict], dict]:
     loss_cfg = DiffusionLossConfig(complementary=True, attention="prefix", mask_id=MASK_ID)
-    names = [f"{args.preset}-dense", args.preset]
-    engines = {n: build(n, args.vocab, 0, args.batch) for n in names}
+    rows_of = variants(args.preset)
+    names = list(rows_of)
+    engines = {n: build(p, args.vocab, 0, args.batch, fused) for n, (p, fused, _) in rows_of.items()}
     gen = torch.Generator().manual_seed(0)
     batch = random_batch(args.vocab, args.batch, args.seq, gen)
     times: dict[str, list[float]] = {n: [] for n in names}
-    peaks = {2048: [], 4096: []}
+    peaks = {2048: [], 4096: [], "bf16": []}
     for n in names:  # warm-up
-        train_step(engines[n][0], batch, loss_cfg, gen)
+        train_step(engines[n][0], batch, loss_cfg, gen, rows_of[n][2])
     for _ in range(args.steps):
-        for size in peaks:
+        for size in (2048, 4096):
             peaks[size].append(matmul_rate(size))
+        peaks["bf16"].append(matmul_rate(2048, torch.bfloat16))
         for n in names:
-            times[n].append(train_step(engines[n][0], batch, loss_cfg, gen))
+            times[n].append(train_step(engines[n][0], batch, loss_cfg, gen, rows_of[n][2]))
     # Median over rounds: each round's matmul runs next to that round's training steps, under the same load.
     ceiling_2048 = statistics.median(peaks[2048])
     ceiling = max(ceiling_2048, statistics.median(peaks[4096]))
+    ceiling_bf16 = statistics.median(peaks["bf16"])
     rows = []
     rows_tokens = args.batch * args.seq * 2  # complementary masking runs two copies of every row
     for n in names:
@@ -106,13 +121,18 @@ def throughput(args) -> tuple[list[dict], dict]:
         counts = count_parameters(cfg, args.seq)
         t = statistics.median(times[n])
         achieved = counts["flops_per_token_train"] * rows_tokens / t
+        peak = ceiling_bf16 if rows_of[n][2] else ceiling_2048  # against the ceiling of the dtype it computes in
         rows.append({"model": n, "params_total": counts["params_total"], "params_active": counts["params_active"],
                      "step_time_s": round(t, 4), "tokens_per_s": round(rows_tokens / t, 1),
-                     "achieved_flops": achieved, "matmul_peak_flops": ceiling_2048,
-                     "fraction_of_peak": round(achieved / ceiling_2048, 3),
-                     "fraction_of_best_matmul": round(achieved / ceiling, 3)})
-    info = {"matmul_peak_flops": ceiling_2048, "matmul_4096_flops": statistics.median(peaks[4096]), "threads": torch.get_num_threads(),
-            "setting": f"batch {args.batch} x {args.seq} tokens x 2 (complementary copies), vocabulary {args.vocab}, fp32, "
+                     "speedup_vs_moe": round(statistics.median(times[args.preset]) / t, 3),
+                     "dtype": "bf16 autocast" if rows_of[n][2] else "fp32",
+                     "achieved_flops": achieved, "matmul_peak_flops": peak,
+                     "fraction_of_peak": round(achieved / peak, 3),
+                     "fraction_of_best_matmul": round(achieved / max(ceiling, peak), 3)})
+    info = {"matmul_peak_flops": ceiling_2048, "matmul_4096_flops": statistics.median(peaks[4096]),
+            "matmul_bf16_flops": ceiling_bf16, "threads": torch.get_num_threads(),
+            "setting": f"batch {args.batch} x {args.seq} tokens x 2 (complementary copies), vocabulary {args.vocab}, fp32 "
+                       "(but the autocast row), "
                        f"{torch.get_num_threads()} threads, ZeRO-0 engine, median of {args.steps} steps interleaved "
                        "with the matmul ceiling"}
     return rows, info
@@ -185,12 +205,14 @@ def memory(args) -> list[dict]:
 
 
 def report(rows: list[dict], info: dict, mem_rows: list[dict], args) -> str:
-    lines = ["| model | params total | params active | step time (s) | tokens/s | achieved GFLOP/s | matmul 2048 GFLOP/s "
-             "| fraction of peak |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | params total | params active | step time (s) | speed-up vs the MoE row | tokens/s | "
+             "achieved GFLOP/s | matmul 2048 GFLOP/s (its dtype) | fraction of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['params_total'] / 1e6:.1f}M | {r['params_active'] / 1e6:.1f}M | "
-                     f"{r['step_time_s']:.3f} | {r['tokens_per_s']:.0f} | {r['achieved_flops'] / 1e9:.1f} | "
-                     f"{r['matmul_peak_flops'] / 1e9:.1f} | **{r['fraction_of_peak']:.2f}** |")
+                     f"{r['step_time_s']:.3f} | {r['speedup_vs_moe']:.2f}x | {r['tokens_per_s']:.0f} | "
+                     f"{r['achieved_flops'] / 1e9:.1f} | {r['matmul_peak_flops'] / 1e9:.1f} ({r['dtype']}) | "
+                     f"**{r['fraction_of_peak']:.2f}** |")
     text = "\n".join(lines) + (f"\n\n{info['setting']}. A 4096 matmul reached {info['matmul_4096_flops'] / 1e9:.1f} "
                                "GFLOP/s in the same run; the fraction against that is "
                                + ", ".join(f"{r['model']} {r['fraction_of_best_matmul']:.2f}" for r in rows) + ".\n")

@@ -39,6 +39,9 @@ class ModelConfig:
     # Prompt images also read as pixels by a timm backbone trained with the model, e.g.
     # {backbone: resnet10t, out_index: 2} (omnidiff.models.image_encoder); {}: codes only.
     image_encoder: dict = field(default_factory=dict)
+    # The backbone's starting weights: a folder or backbone.safetensors written by CLIP pretraining on
+    # image-caption pairs (python -m omnidiff.training.clip); "": random.
+    image_encoder_init: str = ""
     # A model folder train.py exported (e.g. runs/results/model): its architecture and weights start the
     # run (fine-tuning, few-step distillation); the tokenizers must give the same vocabulary.
     init_run: str = ""
@@ -51,6 +54,9 @@ class ModelConfig:
         if self.init_run and (self.init_from or self.image_encoder or self.overrides):
             raise ValueError("model.init_run takes the architecture of the model it loads; drop model.init_from, "
                              "model.image_encoder and model.overrides")
+        if self.image_encoder_init and not self.image_encoder:
+            raise ValueError("model.image_encoder_init gives the image encoder's backbone weights, but there is no "
+                             "model.image_encoder; set one (e.g. {backbone: resnet10t, out_index: 2})")
         if self.image_encoder and self.init_from:
             raise ValueError("model.image_encoder cannot be combined with model.init_from yet (a pretrained causal LM "
                              "has no image encoder to load); drop one of them")

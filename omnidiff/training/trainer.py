@@ -160,13 +160,20 @@ def image_encoder_config(options: dict, toks) -> ImageEncoderConfig:
 
 def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks) -> Transformer:
     """The model a run starts from: ``initial`` (a pretrained one) or a fresh preset, with code embeddings
-    from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook``."""
+    from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook`` and the image
+    encoder's backbone from ``model.image_encoder_init``."""
     model = initial if initial is not None else Transformer(model_cfg)
     if cfg.model.init_embeddings == "codebook":
         from omnidiff.models.code_embeddings import init_code_embeddings
 
         with distributed.gathered_for_update([model.embed.weight]):
             init_code_embeddings(model.embed.weight, vocab, toks, std=model_cfg.init_std, seed=cfg.train.seed)
+    if cfg.model.image_encoder_init:  # a CLIP-pretrained backbone (omnidiff.training.clip)
+        from omnidiff.training.clip import load_backbone
+
+        backbone = model.image_encoder.backbone
+        with distributed.gathered_for_update([*backbone.parameters(), *backbone.buffers()]):
+            load_backbone(model.image_encoder, cfg.model.image_encoder_init)
     return model
 
 
