@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo results distill demo-text smollm2 adapt-smollm2 lint clean
+.PHONY: setup data-deps test test-slow bench demo results clip distill demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
@@ -138,6 +138,14 @@ $(RES)/model/config.json: | $(DEMO_INPUTS)
 
 $(RES)/results/results.json: $(RES)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)
+
+# The image encoder's backbone pretrained with CLIP on the shape scenes' image-caption pairs
+# (omnidiff/training/clip.py, a few minutes); model.image_encoder_init=$(R)/clip/shapes starts a run from it.
+CLIP := $(R)/clip/shapes
+CLIP_ARGS := $(if $(filter smoke,$(SCALE)),--epochs 2 --batch 16,)
+clip: setup data-deps $(CLIP)/backbone.safetensors
+$(CLIP)/backbone.safetensors: $(D)/shapes/manifest.json $(T)/text/tokenizer.json
+	$(PY) -m omnidiff.training.clip --data $(D)/shapes --text-tokenizer $(T)/text --out $(CLIP) $(CLIP_ARGS)
 
 # Few-step decoding: certainty-forcing distillation of the results model (configs/distill.yaml, ~300
 # steps), then the per-task decoding table (tokens per forward, tokens/s, task metric) before and after.

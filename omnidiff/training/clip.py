@@ -1,7 +1,7 @@
 """Contrastive pretraining (CLIP) of the image encoder's backbone on the image-caption pairs of a dataset.
 
     python -m omnidiff.training.clip --data runs/data/shapes --text-tokenizer runs/tokenizers/text \\
-        --out runs/clip/shapes [--backbone resnet10t] [--image-size 64] [--epochs 12] [--batch 256]
+        --out runs/clip/shapes [--backbone resnet10t] [--image-size 64] [--epochs 3] [--batch 256]
 
 The understanding models of the field read images through an encoder that already knows what
 pictures contain (LLaVA, LaViDa and OpenVLA start from CLIP/SigLIP towers). No such weights can
@@ -88,7 +88,7 @@ def retrieval(model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor, texts: 
 
 
 def pretrain(data: str, text_tokenizer: str, out: str, *, backbone: str = "resnet10t", image_size: int = 64,
-             epochs: int = 12, batch: int = 256, lr: float = 2e-3, context: int = 32, seed: int = 0) -> dict:
+             epochs: int = 3, batch: int = 256, lr: float = 2e-3, context: int = 32, seed: int = 0) -> dict:
     """Train, write ``OUT/backbone.safetensors`` and ``OUT/clip.json``; returns the summary."""
     from open_clip import ClipLoss
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--backbone", default="resnet10t", help="a timm model name (model.image_encoder.backbone)")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args(argv)
