@@ -36,6 +36,12 @@ class ImageEncoderConfig:
     out_index: int = 2  # which feature stage (timm out_indices): 2 is stride 8 for ResNets
     grid: int = 8  # side of the image tokenizer's code grid (set by the trainer from the tokenizer)
     image_size: int = 64  # side of the images fed in, in pixels (set by the trainer from the tokenizer)
+    combine: str = "add"  # "add": feature i is added to code i's embedding | "replace": it takes its place,
+    # so the codes' synonyms (docs/ablations.md, 5) no longer reach the model's reading of a prompt image
+
+    def __post_init__(self):
+        if self.combine not in ("add", "replace"):
+            raise ValueError(f"model.image_encoder.combine must be 'add' or 'replace', got {self.combine!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageEncoderConfig:
@@ -141,7 +147,8 @@ class ImageEncoder(nn.Module):
         return dataclasses.replace(images, features=self.forward(images.pixels.to(dtype)))
 
     def add_to(self, x_BLC: torch.Tensor, positions_BL: torch.Tensor, images: ImageInputs) -> torch.Tensor:
-        """``x`` with feature i of row b's image added where ``positions == start[b] + i``."""
+        """``x`` with feature i of row b's image added where ``positions == start[b] + i`` (or, with
+        ``combine: replace``, put there instead of the code's embedding)."""
         if images.rows != x_BLC.shape[0]:
             raise ValueError(f"image inputs describe {images.rows} rows but the batch has {x_BLC.shape[0]}")
         feats_MNC = images.features if images.features is not None else self.forward(images.pixels.to(x_BLC.dtype))
@@ -151,4 +158,7 @@ class ImageEncoder(nn.Module):
         hit_BL = (index_BL >= 0) & (index_BL < N) & (images.row_image.view(-1, 1) >= 0)
         flat = images.row_image.clamp_min(0).view(-1, 1) * N + index_BL.clamp(0, N - 1)
         added = feats_MNC.reshape(-1, feats_MNC.shape[-1])[flat]  # [B, L, C]
-        return x_BLC + added * hit_BL.unsqueeze(-1).to(x_BLC.dtype)
+        hit = hit_BL.unsqueeze(-1).to(x_BLC.dtype)
+        if self.cfg.combine == "replace":
+            return x_BLC * (1 - hit) + added * hit
+        return x_BLC + added * hit

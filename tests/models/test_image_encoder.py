@@ -153,3 +153,22 @@ def test_train_py_trains_exports_and_the_pipeline_reads_pixels(tmp_path):
     assert not torch.allclose(seeing, blind)  # the exported backbone and projector are loaded and used
     (caption,) = pipe([image], answer_len=12)
     assert isinstance(caption, str)
+
+
+def test_replace_makes_the_prompt_image_read_from_pixels_alone():
+    image = picture(5)
+    prompt = caption_prompt(image)
+    codes = VOCAB.range("image")
+    other = prompt.clone()
+    in_image = (prompt >= codes.offset) & (prompt < codes.end)
+    other[in_image] = codes.offset + (prompt[in_image] - codes.offset + 7) % codes.size  # other codes, same picture
+    inputs = image_inputs([prompt], [image_pixels(TOKS, image)], VOCAB)
+    for combine, same in (("replace", True), ("add", False)):
+        torch.manual_seed(0)
+        net = Transformer(preset_config("debug", len(VOCAB), image_encoder={
+            "backbone": "resnet10t", "out_index": 2, "grid": 8, "image_size": 32, "combine": combine})).eval()
+        with torch.no_grad():
+            a, b = net(prompt[None], images=inputs), net(other[None], images=inputs)
+        assert torch.allclose(a, b) == same
+    with pytest.raises(ValueError, match="combine must be"):
+        ImageEncoderConfig(combine="concat")
