@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -151,8 +150,8 @@ def load_backbone(encoder: nn.Module, path: str | Path) -> None:
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    wanted = getattr(encoder.cfg, "backbone", None)
-    if meta.get("backbone") and wanted and meta["backbone"] != wanted:
+    wanted = encoder.cfg.backbone
+    if meta.get("backbone", wanted) != wanted:
         raise ValueError(f"model.image_encoder_init {path} holds a {meta['backbone']!r} backbone, but "
                          f"model.image_encoder.backbone is {wanted!r}; pretrain that backbone or change it")
     result = encoder.backbone.load_state_dict(load_file(str(path)), strict=False)
