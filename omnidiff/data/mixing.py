@@ -30,6 +30,7 @@ from omnidiff.data.formatting import collate, image_pixels, require
 from omnidiff.data.shards import ShardStream, split_shards
 from omnidiff.models.image_encoder import image_code_start
 from omnidiff.tasks import get_task
+from omnidiff.tokenization.code_cache import enable_code_caches
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class MixtureConfig:
     # tasks are never padded to the length of long ones (speech, images) in the same batch
     prefix_multiple: int = 1  # answers start at a multiple of this column (the trainer sets the block size
     # under block attention)
+    code_cache: int = 50_000  # image/audio codes remembered per tokenizer and process, so an epoch after the
+    # first encodes nothing (tokenization/code_cache.py); 0: encode every time
     image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
     # model has an image encoder)
 
@@ -214,6 +217,9 @@ class MixtureLoader:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
         for t in cfg.tasks:
             check_task(t, toks)
+        if cfg.code_cache < 0:
+            raise ValueError(f"data.code_cache must be >= 0 entries (0 turns it off), got {cfg.code_cache}")
+        enable_code_caches(toks, cfg.code_cache)
         self.cfg, self.toks, self.vocab = cfg, toks, vocab
         self.rank, self.world_size = rank, world_size
         self.batches = 0

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnidiff.models.grid_positions import GridPositions
 from omnidiff.strict import from_known_keys
 
 
@@ -38,6 +39,7 @@ class ImageEncoderConfig:
     image_size: int = 64  # side of the images fed in, in pixels (set by the trainer from the tokenizer)
     combine: str = "add"  # "add": feature i is added to code i's embedding | "replace": it takes its place,
     # so the codes' synonyms (docs/ablations.md, 5) no longer reach the model's reading of a prompt image
+    grid_positions: bool = False  # add learned row + column embeddings to the features (grid_positions.py)
 
     def __post_init__(self):
         if self.combine not in ("add", "replace"):
@@ -132,6 +134,7 @@ class ImageEncoder(nn.Module):
         channels = self.backbone.feature_info.channels()[-1]
         self.norm = nn.LayerNorm(channels)
         self.proj = nn.Linear(channels, dim)
+        self.positions = GridPositions(cfg.grid, dim) if cfg.grid_positions else None
 
     def forward(self, pixels_M3SS: torch.Tensor) -> torch.Tensor:
         S = self.cfg.image_size
@@ -139,7 +142,8 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"image encoder expects pixels [M, 3, {S}, {S}], got {tuple(pixels_M3SS.shape)}")
         fmap = self.backbone(pixels_M3SS)[-1]
         fmap = F.adaptive_avg_pool2d(fmap, self.cfg.grid)  # [M, channels, h, w]
-        return self.proj(self.norm(fmap.flatten(2).transpose(1, 2)))
+        feats_MNC = self.proj(self.norm(fmap.flatten(2).transpose(1, 2)))
+        return feats_MNC if self.positions is None else feats_MNC + self.positions().to(feats_MNC.dtype)
 
     def encode(self, images: ImageInputs) -> ImageInputs:
         """``images`` with their features computed, for a decode whose forwards all read the same pictures."""

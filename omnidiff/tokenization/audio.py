@@ -286,6 +286,7 @@ class AudioTokenizer:
     def __init__(self, config: AudioCodecConfig | None = None, codec: AudioCodec | None = None):
         self.config = config or AudioCodecConfig()
         self.codec = (codec or AudioCodec(self.config)).eval()
+        self.code_cache = None  # a CodeCache (code_cache.py) while the codec is frozen, e.g. in training
         import torchaudio.transforms as T
 
         cfg = self.config
@@ -387,6 +388,12 @@ class AudioTokenizer:
     def encode(self, raw: Any) -> torch.Tensor:
         """``(wave [T], sample_rate)`` -> LongTensor ``[frames, levels]``; resampled to 16 kHz first."""
         wave = self._wave_tensor(raw)
+        if self.code_cache is not None:
+            return self.code_cache.lookup(wave, lambda: self._encode_wave(wave))
+        return self._encode_wave(wave)
+
+    @torch.no_grad()
+    def _encode_wave(self, wave: torch.Tensor) -> torch.Tensor:
         x = self.codec.pad_frames(self.codec.normalise(self.log_mel(wave))[None])
         z_BDF = self.codec.encode_latent(x)
         _, codes_NL, _ = self.codec.rvq(z_BDF[0].T)

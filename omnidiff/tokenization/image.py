@@ -155,6 +155,7 @@ class ImageTokenizer:
         self.config = config or ImageVQConfig()
         self.model = model if model is not None else _build_vqmodel(self.config)
         self.model.eval()
+        self.code_cache = None  # a CodeCache (code_cache.py) while the tokenizer is frozen, e.g. in training
 
     # ------------------------------------------------------------------ properties
     @property
@@ -267,7 +268,10 @@ class ImageTokenizer:
     # ------------------------------------------------------------------ the Tokenizer protocol
     def encode(self, image: Any) -> torch.Tensor:
         """PIL image or float tensor ``[3, S, S]`` in [0, 1] -> long ``[h, w]`` local ids."""
-        return self.encode_tensor(self.to_tensor(image)[None])[0]
+        pixels = self.to_tensor(image)
+        if self.code_cache is None:
+            return self.encode_tensor(pixels[None])[0]
+        return self.code_cache.lookup(pixels, lambda: self.encode_tensor(pixels[None])[0])
 
     def decode(self, ids: torch.Tensor) -> Image.Image:
         """Long ``[h, w]`` ids (or their row-major flattening) -> RGB PIL image."""

@@ -172,3 +172,21 @@ def test_replace_makes_the_prompt_image_read_from_pixels_alone():
         assert torch.allclose(a, b) == same
     with pytest.raises(ValueError, match="combine must be"):
         ImageEncoderConfig(combine="concat")
+
+
+def test_grid_positions_give_every_cell_its_row_plus_its_column():
+    torch.manual_seed(0)
+    net = Transformer(preset_config("debug", len(VOCAB), image_encoder={
+        "backbone": "resnet10t", "out_index": 2, "grid": 8, "image_size": 32, "grid_positions": True})).eval()
+    encoder = net.image_encoder
+    pixels = image_pixels(TOKS, picture(6))[None]
+    with torch.no_grad():
+        placed = encoder(pixels)
+        positions, encoder.positions = encoder.positions, None
+        plain = encoder(pixels)
+    added = (placed - plain)[0].view(8, 8, -1)  # [row, column, C]
+    # factorised: moving one column changes a feature by the same vector on every row
+    assert torch.allclose(added[:, 3] - added[:, 0], (added[0, 3] - added[0, 0]).expand(8, -1), atol=1e-6)
+    assert torch.allclose(added[5] - added[0], (added[5, 0] - added[0, 0]).expand(8, -1), atol=1e-6)
+    assert len({tuple(v.round(decimals=5).tolist()) for v in added.flatten(0, 1)}) == 64  # every cell differs
+    assert positions.row.weight.std().item() == pytest.approx(0.02, rel=0.3)  # the transformer's init_std
