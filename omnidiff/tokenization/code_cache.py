@@ -1,8 +1,8 @@
 """A memo of a frozen tokenizer's codes, keyed by the exact bytes of what it encodes (``data.code_cache``).
 
 Training re-reads every picture and utterance once per epoch, and a prompt image or a speech clip
-costs a VQ or codec forward each time: 13% of a caption training step on the CPU
-(docs/ablations.md, section 2). A frozen tokenizer maps the same input to the same codes, so the
+costs a VQ or codec forward each time: ~0.1 s of a 0.6-0.9 s caption training step on the CPU
+(docs/ablations.md, section 9). A frozen tokenizer maps the same input to the same codes, so the
 codes are kept after the first time. The key is a digest of the preprocessed input tensor (pixels
 after resizing, the wave after resampling) with its shape and dtype, so a hit is exactly the input
 that was encoded, never a near match. Codes are stored in the narrowest integer type that holds
