@@ -35,6 +35,7 @@ from torch import nn
 
 from omnidiff.files import load_weights, read_json
 from omnidiff.strict import from_known_keys
+from omnidiff.tokenization.code_cache import encode_through
 from omnidiff.tokenization.vocab import Vocab
 
 CONFIG_NAME = "omnidiff_tokenizer.json"
@@ -388,11 +389,8 @@ class AudioTokenizer:
     def encode(self, raw: Any) -> torch.Tensor:
         """``(wave [T], sample_rate)`` -> LongTensor ``[frames, levels]``; resampled to 16 kHz first."""
         wave = self._wave_tensor(raw)
-        if self.code_cache is not None:
-            return self.code_cache.lookup(wave, lambda: self._encode_wave(wave))
-        return self._encode_wave(wave)
+        return encode_through(self.code_cache, wave, lambda: self._encode_wave(wave))
 
-    @torch.no_grad()
     def _encode_wave(self, wave: torch.Tensor) -> torch.Tensor:
         x = self.codec.pad_frames(self.codec.normalise(self.log_mel(wave))[None])
         z_BDF = self.codec.encode_latent(x)

@@ -52,6 +52,11 @@ class CodeCache:
         return codes
 
 
+def encode_through(cache: CodeCache | None, x: torch.Tensor, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``encode()``, through ``cache`` when a tokenizer has one."""
+    return encode() if cache is None else cache.lookup(x, encode)
+
+
 def _narrow(codes: torch.Tensor) -> torch.dtype:
     if codes.numel() == 0:
         return torch.int16

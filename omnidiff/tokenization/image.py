@@ -34,6 +34,7 @@ from PIL import Image
 
 from omnidiff.files import read_json, read_safetensors
 from omnidiff.tokenization.base import single_range_to_global
+from omnidiff.tokenization.code_cache import encode_through
 from omnidiff.tokenization.vocab import Vocab
 
 CONFIG_NAME = "image_tokenizer.json"
@@ -269,9 +270,7 @@ class ImageTokenizer:
     def encode(self, image: Any) -> torch.Tensor:
         """PIL image or float tensor ``[3, S, S]`` in [0, 1] -> long ``[h, w]`` local ids."""
         pixels = self.to_tensor(image)
-        if self.code_cache is None:
-            return self.encode_tensor(pixels[None])[0]
-        return self.code_cache.lookup(pixels, lambda: self.encode_tensor(pixels[None])[0])
+        return encode_through(self.code_cache, pixels, lambda: self.encode_tensor(pixels[None])[0])
 
     def decode(self, ids: torch.Tensor) -> Image.Image:
         """Long ``[h, w]`` ids (or their row-major flattening) -> RGB PIL image."""
