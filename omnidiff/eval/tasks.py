@@ -8,6 +8,8 @@ digit label, the transcript, the recorded action chunk.
 - caption: exact match with one of the references; for shape scenes the precision of the
   (colour, shape) pairs the caption names and the recall of the scene's shapes; for digits the
   accuracy of the digit word.
+  Beside them, teacher-forced probes of the picture's colours, shapes and digit (`omnidiff.eval.probe`):
+  the caption's own words of one attribute masked, filled by one forward, scored against the truth.
 - vqa: exact-match accuracy (answers are single words).
 - t2i: the fraction of scene objects whose colour and shape are read back from the generated image
   (`omnidiff.eval.image`), and of images with every object right.
@@ -67,7 +69,23 @@ def evaluate_caption(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[di
         records.append({"key": s["__key__"], "caption": c, "reference": s.get("txt"), **sc})
     metrics = {k: _mean([sc[k] for sc in scores if k in sc]) for k in ("exact", "pair_precision", "pair_recall",
                                                                        "shape_recall", "digit_correct")}
+    metrics |= caption_probes(pipe, samples, kwargs.get("answer_len") or 32)
     return {k: v for k, v in metrics.items() if v is not None} | {"n": len(samples)}, records
+
+
+def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
+    """Teacher-forced reading of the picture (`omnidiff.eval.probe`): colour and shape words of the shape
+    scenes, the digit word of the digit images."""
+    from omnidiff.eval.probe import attribute_probe
+
+    scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
+    digits = [s for s in samples if "label" in (s.get("json") or {})]
+    out = {}
+    for name, group, words in (("colour_probe", scenes, COLOUR_WORDS), ("shape_probe", scenes, SHAPE_WORDS),
+                               ("digit_probe", digits, DIGIT_WORDS)):
+        if group:
+            out[name] = attribute_probe(pipe, group, words, answer_len)["accuracy"]
+    return out
 
 
 def evaluate_vqa(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict]]:

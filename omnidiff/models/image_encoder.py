@@ -33,7 +33,8 @@ from omnidiff.strict import from_known_keys
 
 @dataclass
 class ImageEncoderConfig:
-    backbone: str = "resnet10t"  # a timm model name; built with features_only, no pretrained download
+    backbone: str = "resnet10t"  # a timm model name, built with features_only and no pretrained download;
+    # or "patch": one linear map per code-grid patch (patch_backbone.py)
     out_index: int = 2  # which feature stage (timm out_indices): 2 is stride 8 for ResNets
     grid: int = 8  # side of the image tokenizer's code grid (set by the trainer from the tokenizer)
     image_size: int = 64  # side of the images fed in, in pixels (set by the trainer from the tokenizer)
@@ -116,22 +117,31 @@ def image_inputs(prefixes: list[torch.Tensor], pixels: list[torch.Tensor | None]
     return ImageInputs(torch.stack(kept), torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.long))
 
 
+def _backbone(cfg: ImageEncoderConfig, dim: int) -> tuple[nn.Module, int]:
+    """The feature extractor ``cfg.backbone`` names and its output channels."""
+    if cfg.backbone == "patch":
+        from omnidiff.models.patch_backbone import PatchBackbone
+
+        backbone = PatchBackbone(cfg.image_size, cfg.grid, dim)
+        return backbone, backbone.channels
+    import timm
+
+    try:
+        backbone = timm.create_model(cfg.backbone, pretrained=False, features_only=True, out_indices=(cfg.out_index,))
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise ValueError(f"model.image_encoder.backbone {cfg.backbone!r} with out_index {cfg.out_index} cannot be "
+                         f"built as a timm feature extractor ({err}); pick a timm model name such as resnet10t "
+                         "and a stage index it has, or 'patch'") from None
+    return backbone, backbone.feature_info.channels()[-1]
+
+
 class ImageEncoder(nn.Module):
     """Pixels [M, 3, S, S] -> features [M, N, C] on the code grid, at model width."""
 
     def __init__(self, cfg: ImageEncoderConfig, dim: int):
         super().__init__()
-        import timm
-
         self.cfg = cfg
-        try:
-            self.backbone = timm.create_model(cfg.backbone, pretrained=False, features_only=True,
-                                              out_indices=(cfg.out_index,))
-        except (RuntimeError, ValueError, IndexError) as err:
-            raise ValueError(f"model.image_encoder.backbone {cfg.backbone!r} with out_index {cfg.out_index} cannot be "
-                             f"built as a timm feature extractor ({err}); pick a timm model name such as resnet10t "
-                             "and a stage index it has") from None
-        channels = self.backbone.feature_info.channels()[-1]
+        self.backbone, channels = _backbone(cfg, dim)
         self.norm = nn.LayerNorm(channels)
         self.proj = nn.Linear(channels, dim)
         self.positions = GridPositions(cfg.grid, dim) if cfg.grid_positions else None

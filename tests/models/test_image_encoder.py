@@ -190,3 +190,24 @@ def test_grid_positions_give_every_cell_its_row_plus_its_column():
     assert torch.allclose(added[5] - added[0], (added[5, 0] - added[0, 0]).expand(8, -1), atol=1e-6)
     assert len({tuple(v.round(decimals=5).tolist()) for v in added.flatten(0, 1)}) == 64  # every cell differs
     assert positions.row.weight.std().item() == pytest.approx(0.02, rel=0.3)  # the transformer's init_std
+
+
+def test_patch_backbone_gives_each_code_the_pixels_of_its_own_cell_only():
+    torch.manual_seed(0)
+    net = Transformer(preset_config("debug", len(VOCAB), image_encoder={
+        "backbone": "patch", "grid": 8, "image_size": 32})).eval()
+    encoder = net.image_encoder
+    pixels = image_pixels(TOKS, picture(7))[None]
+    changed = pixels.clone()
+    changed[0, :, 8:12, 20:24] = -changed[0, :, 8:12, 20:24]  # cell (row 2, column 5) of 4x4-pixel patches
+    with torch.no_grad():
+        a, b = encoder(pixels)[0], encoder(changed)[0]
+    moved = (a - b).abs().amax(-1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == [2 * 8 + 5]
+    # the backbone is linear in the pixels: colour is a linear read-out of each cell's pre-norm features
+    fmap = encoder.backbone(pixels)[0] + encoder.backbone(changed)[0] - 2 * encoder.backbone.embed.proj.bias.view(1, -1, 1, 1)
+    assert torch.allclose(fmap, encoder.backbone(pixels + changed)[0] - encoder.backbone.embed.proj.bias.view(1, -1, 1, 1),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the code grid"):
+        Transformer(preset_config("debug", len(VOCAB), image_encoder={"backbone": "patch", "grid": 5,
+                                                                      "image_size": 32}))
