@@ -75,9 +75,11 @@ def evaluate_caption(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[di
 
 def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
     """Teacher-forced reading of the picture (`omnidiff.eval.probe`): colour and shape words of the shape
-    scenes, the digit word of the digit images."""
+    scenes, the digit word of the digit images (for a pipeline with a model)."""
     from omnidiff.eval.probe import attribute_probe
 
+    if not hasattr(pipe, "model"):  # a plain callable that only captions: nothing to probe
+        return {}
     scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
     digits = [s for s in samples if "label" in (s.get("json") or {})]
     out = {}
@@ -107,6 +109,8 @@ def evaluate_t2i(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict],
     """Also returns the generated images (for a grid)."""
     from omnidiff.eval.image import pair_match, read_objects, score_scene
 
+    if not hasattr(pipe, "model"):  # a plain callable that only captions: nothing to probe
+        return {}
     scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
     if not scenes:
         raise ValueError("text-to-image is scored on shape scenes (json['scene']); none in these samples")
