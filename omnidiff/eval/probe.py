@@ -13,8 +13,6 @@ is not the word), and the number of probed columns is reported beside the score.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from omnidiff.data.formatting import fit_answer, text_ids
@@ -45,7 +43,7 @@ def attribute_probe(pipe, samples: list[dict], words: tuple[str, ...], answer_le
         if cols and answer.numel() <= answer_len:
             rows.append((s["png"].convert("RGB"), fit_answer(answer, answer_len, vocab.eos_id, "the caption"), cols))
     right = total = 0
-    config = dataclasses.replace(pipe.sampler, cache="none")
+    config = pipe.sampler  # its attention layout; the forward itself is uncached
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
         images = [im for im, _, _ in chunk]
