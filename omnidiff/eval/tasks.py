@@ -109,8 +109,6 @@ def evaluate_t2i(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict],
     """Also returns the generated images (for a grid)."""
     from omnidiff.eval.image import pair_match, read_objects, score_scene
 
-    if not hasattr(pipe, "model"):  # a plain callable that only captions: nothing to probe
-        return {}
     scenes = [s for s in samples if (s.get("json") or {}).get("scene")]
     if not scenes:
         raise ValueError("text-to-image is scored on shape scenes (json['scene']); none in these samples")
