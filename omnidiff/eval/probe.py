@@ -27,12 +27,14 @@ def probe_columns(tokenizer, ids_local: torch.Tensor, words: tuple[str, ...]) ->
 
 @torch.no_grad()
 def attribute_probe(pipe, samples: list[dict], words: tuple[str, ...], answer_len: int,
-                    batch_size: int = 16) -> dict:
+                    batch_size: int = 16, other_picture: bool = False) -> dict:
     """``{"accuracy": share of probed columns filled right, "columns": how many}`` for ``words``.
 
     ``pipe``: a captioning pipeline; ``samples``: shard samples with a ``png`` and a canonical
     ``txt`` caption. Samples whose caption has none of ``words``, or does not fit in
-    ``answer_len``, are skipped.
+    ``answer_len``, are skipped. ``other_picture``: each caption is shown the next probed sample's
+    picture (codes and pixels) instead of its own. A model that reads the image falls towards chance;
+    one that fills the words from the caption's grammar alone scores the same as with its own picture.
     """
     vocab, toks = pipe.vocab, pipe.tokenizers
     rows = []
@@ -42,6 +44,8 @@ def attribute_probe(pipe, samples: list[dict], words: tuple[str, ...], answer_le
         cols = probe_columns(toks.text, toks.text.from_global(vocab, answer), words)
         if cols and answer.numel() <= answer_len:
             rows.append((s["png"].convert("RGB"), fit_answer(answer, answer_len, vocab.eos_id, "the caption"), cols))
+    if other_picture and len(rows) > 1:
+        rows = [(rows[(k + 1) % len(rows)][0], answer, cols) for k, (_, answer, cols) in enumerate(rows)]
     right = total = 0
     config = pipe.sampler  # its attention layout; the forward itself is uncached
     for i in range(0, len(rows), batch_size):

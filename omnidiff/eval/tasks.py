@@ -75,7 +75,9 @@ def evaluate_caption(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[di
 
 def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
     """Teacher-forced reading of the picture (`omnidiff.eval.probe`): colour and shape words of the shape
-    scenes, the digit word of the digit images (for a pipeline with a model)."""
+    scenes, the digit word of the digit images (for a pipeline with a model); each also with every caption
+    shown another sample's picture (``*_other_picture``): the gap between the two is what the model reads
+    from the image rather than from the caption's grammar."""
     from omnidiff.eval.probe import attribute_probe
 
     if not hasattr(pipe, "model"):  # a plain callable that only captions: nothing to probe
@@ -87,6 +89,7 @@ def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
                                ("digit_probe", digits, DIGIT_WORDS)):
         if group:
             out[name] = attribute_probe(pipe, group, words, answer_len)["accuracy"]
+            out[f"{name}_other_picture"] = attribute_probe(pipe, group, words, answer_len, other_picture=True)["accuracy"]
     return out
 
 

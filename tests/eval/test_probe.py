@@ -46,3 +46,33 @@ def test_probe_masks_every_single_token_word_of_the_attribute_and_an_echo_scores
     echo = CaptioningPipeline(Echo(len(VOCAB)), TOKS, VOCAB)
     assert attribute_probe(echo, samples(), words, answer_len=64)["accuracy"] == 0.0  # the words are masked
     assert attribute_probe(pipe, samples(), ("zebra",), answer_len=64) == {"accuracy": None, "columns": 0}
+
+
+class Oracle(torch.nn.Module):
+    """Fills the answer columns with the caption of the picture whose codes are in the prompt: a perfect reader."""
+
+    def __init__(self, vocab_size, answers: dict, answer_len: int):
+        super().__init__()
+        self.vocab_size, self.answers, self.answer_len = vocab_size, answers, answer_len
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens, logits_columns=None, **kwargs):
+        out = torch.zeros(*tokens.shape, self.vocab_size)
+        image = VOCAB.range("image")
+        for b, row in enumerate(tokens):
+            key = tuple(t for t in row.tolist() if image.offset <= t < image.end)
+            out[b, -self.answer_len:] = torch.nn.functional.one_hot(self.answers[key], self.vocab_size).float()
+        return out if logits_columns is None else out[:, logits_columns]
+
+
+def test_other_picture_takes_a_perfect_reader_off_the_truth():
+    from omnidiff.data.formatting import fit_answer, image_ids, text_ids
+
+    words = tuple(w for w in {*COLOUR_WORDS, "circle", "square", "and"} if TOKS.text.encode(" " + w).numel() == 1)
+    assert words  # the fixture's tokenizer keeps some of these whole
+    answers = {tuple(image_ids(TOKS, VOCAB, s["png"]).tolist()):
+               fit_answer(text_ids(TOKS, VOCAB, s["txt"]), 64, VOCAB.eos_id, "caption") for s in samples()}
+    pipe = CaptioningPipeline(Oracle(len(VOCAB), answers, 64), TOKS, VOCAB)
+    assert attribute_probe(pipe, samples(), words, answer_len=64)["accuracy"] == 1.0
+    # each caption shown the next one's picture: the oracle writes the other caption's words
+    assert attribute_probe(pipe, samples(), words, answer_len=64, other_picture=True)["accuracy"] < 0.75
