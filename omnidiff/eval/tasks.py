@@ -77,7 +77,8 @@ def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
     """Teacher-forced reading of the picture (`omnidiff.eval.probe`): colour and shape words of the shape
     scenes, the digit word of the digit images (for a pipeline with a model); each also with every caption
     shown another sample's picture (``*_other_picture``): the gap between the two is what the model reads
-    from the image rather than from the caption's grammar."""
+    from the image rather than from the caption's grammar. ``colour_probe_one_object``: the colour probe on
+    the one-object scenes alone, where seeing the colour is enough (no left-to-right binding)."""
     from omnidiff.eval.probe import attribute_probe
 
     if not hasattr(pipe, "model"):  # a plain callable that only captions: nothing to probe
@@ -90,6 +91,9 @@ def caption_probes(pipe, samples: list[dict], answer_len: int) -> dict:
         if group:
             out[name] = attribute_probe(pipe, group, words, answer_len)["accuracy"]
             out[f"{name}_other_picture"] = attribute_probe(pipe, group, words, answer_len, other_picture=True)["accuracy"]
+    single = [s for s in scenes if len(s["json"]["scene"].get("objects") or ()) == 1]
+    if single:  # one object: its colour needs no binding to a place in the picture, only seeing it
+        out["colour_probe_one_object"] = attribute_probe(pipe, single, COLOUR_WORDS, answer_len)["accuracy"]
     return out
 
 

@@ -76,3 +76,23 @@ def test_other_picture_takes_a_perfect_reader_off_the_truth():
     assert attribute_probe(pipe, samples(), words, answer_len=64)["accuracy"] == 1.0
     # each caption shown the next one's picture: the oracle writes the other caption's words
     assert attribute_probe(pipe, samples(), words, answer_len=64, other_picture=True)["accuracy"] < 0.75
+
+
+def test_one_object_colour_probe_reads_only_the_one_object_scenes(monkeypatch):
+    import omnidiff.eval.probe as probe
+    from omnidiff.eval.tasks import caption_probes
+
+    seen = []
+
+    def fake_probe(pipe, group, words, answer_len, other_picture=False):
+        seen.append((words, other_picture, [s["txt"] for s in group]))
+        return {"accuracy": len(group), "columns": len(group)}
+
+    monkeypatch.setattr(probe, "attribute_probe", fake_probe)
+    scenes = [{"objects": [{}]}, {"objects": [{}, {}]}, {"objects": [{}]}]
+    group = [s | {"json": {"scene": scene}} for s, scene in zip(samples(), scenes, strict=True)]
+    pipe = CaptioningPipeline(Echo(len(VOCAB)), TOKS, VOCAB)
+    out = caption_probes(pipe, group, answer_len=64)
+    assert out["colour_probe"] == 3 and out["colour_probe_one_object"] == 2
+    assert (COLOUR_WORDS, False, ["a red circle", "a green square"]) in seen
+    assert "colour_probe_one_object" not in caption_probes(pipe, group[1:2], answer_len=64)
