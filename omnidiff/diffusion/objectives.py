@@ -23,6 +23,9 @@ Options:
   prefix (`packing.py`): the same loss, the prefix computed once.
 - ``attention="block"`` (BD3-LM): per-block times, input ``x_t ⊕ x_0``; only the x_t half is scored.
 - ``shift`` (AR-initialised models): the prediction of token j is read from logits[j - 1].
+- ``eos_weight`` < 1: masked ``<eos>`` targets (the padding of a short answer in a long canvas) weigh
+  that much in the training loss, so a caption of ~8 tokens in 24 columns is not mostly a lesson in
+  its own length; the logged ``elbo`` keeps every token at full weight.
 - ``anneal_steps = N`` (DiffuLLaMA): attention starts causal, the way the AR model was trained, and
   each pair the causal mask hides but the target mode allows becomes visible with probability
   step / N; from step N on it is the target mode. The target is ``attention`` itself for
@@ -87,6 +90,8 @@ class DiffusionLossConfig:
     moe_balance_coef: float = 0.01
     moe_z_coef: float = 0.001
     mask_id: int = 1
+    eos_id: int = 2  # the vocabulary's <eos> (the trainer sets it); only read when eos_weight != 1
+    eos_weight: float = 1.0  # weight of masked <eos> targets in the training loss (not in the logged elbo)
     kind: str = "diffusion"  # "diffusion" | "autoregressive" (next-token loss; attention causal, shift true)
     # | "certainty_forcing" (diffusion loss on the model's own answers + entropy where it is right)
     certainty_coef: float = 0.5  # certainty_forcing: weight of the entropy term
@@ -112,6 +117,8 @@ class DiffusionLossConfig:
         if self.anneal_steps < 0 or (self.anneal_steps and self.attention == "block"):
             raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and anneals towards 'prefix', 'full' or "
                              "(from attention='causal') 'full'; block attention is not annealed")
+        if not 0 <= self.eos_weight <= 1:
+            raise ValueError(f"objective.eos_weight must be in [0, 1], got {self.eos_weight}")
         if self.kind not in OBJECTIVE_KINDS:
             raise ValueError(f"unknown objective kind {self.kind!r}; allowed: {list(OBJECTIVE_KINDS)}")
         if self.kind == "certainty_forcing" and (self.attention == "block" or self.certainty_coef < 0
@@ -119,6 +126,9 @@ class DiffusionLossConfig:
             raise ValueError("objective.kind=certainty_forcing needs prefix or full attention, certainty_coef >= 0 and "
                              f"teacher_block_len >= 0 (got attention={self.attention!r}, certainty_coef="
                              f"{self.certainty_coef}, teacher_block_len={self.teacher_block_len})")
+        if self.kind == "autoregressive" and self.eos_weight != 1:
+            raise ValueError("objective.eos_weight weighs masked <eos> targets of the diffusion loss; the autoregressive "
+                             "objective scores every next token alike: leave eos_weight at 1")
         if self.kind == "autoregressive" and (self.attention != "causal" or not self.shift or self.complementary
                                               or self.anneal_steps):
             raise ValueError("objective.kind=autoregressive trains next-token prediction: set attention: causal and "
@@ -134,7 +144,7 @@ class DiffusionLossConfig:
 
     @classmethod
     def for_vocab(cls, vocab, **kwargs) -> DiffusionLossConfig:
-        return cls(mask_id=vocab.mask_id, **kwargs)
+        return cls(mask_id=vocab.mask_id, eos_id=vocab.eos_id, **kwargs)
 
     def time_sampler(self) -> TimeSampler:
         return TimeSampler(NoiseSchedule(self.schedule), self.time_sampling, self.eps, self.mask_rate_clip,
@@ -276,10 +286,12 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     num_answer = num_answer.to(per_row.dtype)
 
     elbo = per_row.sum() / num_answer.sum()
+    token_w = 1.0 if cfg.eos_weight == 1 else torch.where(targets == cfg.eos_id, cfg.eos_weight, 1.0).to(ce.dtype)
     if cfg.weighting == "flat":
-        per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce)
+        per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce * token_w)
     else:
-        per_row_loss = per_row
+        per_row_loss = per_row if cfg.eos_weight == 1 else torch.zeros(rows, device=device, dtype=ce.dtype).index_add(
+            0, row_idx, ce * token_w * weight_BL[masked])
     diff_loss = (per_row_loss.sum() / num_answer.sum() if cfg.normalization == "token"
                  else (per_row_loss / num_answer).mean())
     balance = aux.balance_loss if aux is not None else torch.zeros((), device=device)

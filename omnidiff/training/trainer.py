@@ -222,7 +222,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefix_multiple=cfg.objective.block_size))
     loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro), toks, vocab, rank=rank,
                                   world_size=world)
-    loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id)
+    loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id, eos_id=vocab.eos_id)
     if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)
                                                   for t in cfg.data.tasks):
         raise ValueError("with block attention every task's answer_len must be a multiple of objective.block_size")

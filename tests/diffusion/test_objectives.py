@@ -239,6 +239,32 @@ def test_flat_weighting_scores_each_masked_token_once_and_logs_the_same_elbo(kw)
     assert weighted.metrics["diffusion_loss"] != pytest.approx(flat.metrics["diffusion_loss"], rel=0.01)
 
 
+@pytest.mark.parametrize("kw", [{"weighting": "flat"}, {"weighting": "flat", "complementary": True},
+                                {"weighting": "elbo"}])
+def test_eos_weight_scales_only_the_eos_targets_and_keeps_the_elbo(kw):
+    # Uniform CE = log V everywhere: with eos_weight w the training loss is log V times the masked
+    # fraction of the answer counting each masked <eos> as w; the logged ELBO does not move.
+    batch = reverse_task(64, seed=3)
+    ans = batch["answer_mask"]
+    eos_share = float((batch["tokens"][ans] == VOCAB.eos_id).float().mean())
+    assert 0.2 < eos_share < 0.8
+    out = {w: diffusion_loss(Uniform(), batch, DiffusionLossConfig.for_vocab(VOCAB, eos_weight=w, **kw),
+                             generator=torch.Generator().manual_seed(4)) for w in (1.0, 0.5, 0.0)}
+    assert out[0.0].metrics["elbo"] == pytest.approx(out[1.0].metrics["elbo"])
+    drop_all = out[1.0].metrics["diffusion_loss"] - out[0.0].metrics["diffusion_loss"]
+    assert drop_all > 0.1 * out[1.0].metrics["diffusion_loss"]  # eos targets carried real weight
+    assert out[0.5].metrics["diffusion_loss"] == pytest.approx(out[1.0].metrics["diffusion_loss"] - drop_all / 2)
+    if kw["weighting"] == "flat":  # by count: log V x (masked non-eos answer tokens) / (answer tokens)
+        assert out[0.0].metrics["diffusion_loss"] < math.log(VOCAB.size) * (1 - eos_share) + 1e-6
+
+
+def test_eos_weight_is_checked():
+    with pytest.raises(ValueError, match="eos_weight must be in"):
+        DiffusionLossConfig(eos_weight=1.5)
+    with pytest.raises(ValueError, match="leave eos_weight at 1"):
+        DiffusionLossConfig(kind="autoregressive", attention="causal", shift=True, eos_weight=0.5)
+
+
 def test_bad_configs_and_batches():
     with pytest.raises(ValueError, match="normalization"):
         DiffusionLossConfig(normalization="sequence")
