@@ -286,12 +286,10 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     num_answer = num_answer.to(per_row.dtype)
 
     elbo = per_row.sum() / num_answer.sum()
-    token_w = 1.0 if cfg.eos_weight == 1 else torch.where(targets == cfg.eos_id, cfg.eos_weight, 1.0).to(ce.dtype)
-    if cfg.weighting == "flat":
-        per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, ce * token_w)
-    else:
-        per_row_loss = per_row if cfg.eos_weight == 1 else torch.zeros(rows, device=device, dtype=ce.dtype).index_add(
-            0, row_idx, ce * token_w * weight_BL[masked])
+    scored = ce if cfg.weighting == "flat" else ce * weight_BL[masked]
+    if cfg.eos_weight != 1:
+        scored = scored * torch.where(targets == cfg.eos_id, cfg.eos_weight, 1.0).to(ce.dtype)
+    per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, scored)
     diff_loss = (per_row_loss.sum() / num_answer.sum() if cfg.normalization == "token"
                  else (per_row_loss / num_answer).mean())
     balance = aux.balance_loss if aux is not None else torch.zeros((), device=device)
