@@ -60,6 +60,7 @@ AUDIO_CODEC_ARGS := train.utterances=60 train.val_utterances=8 train.warmup_step
 DEMO_TRAIN_ARGS := model.preset=debug train.steps=16 train.eval_every=8 train.save_every=8 train.eval_batches=1 \
 	train.log_every=4
 EVAL_ARGS := --num 4 --rollouts 1
+DENSE_ARGS := --epochs 1 --batch 32
 RESULTS_TRAIN_ARGS := $(DEMO_TRAIN_ARGS) train.task_eval_every=8 train.task_eval_num=2
 RESULTS_EVAL_ARGS := --num 4 --rollouts 1
 RESULTS_DOC := $(R)/results_page/results.md
@@ -74,6 +75,7 @@ IMAGE_VQ_ARGS :=
 AUDIO_CODEC_ARGS :=
 DEMO_TRAIN_ARGS :=
 EVAL_ARGS := --num 32 --rollouts 2
+DENSE_ARGS :=
 RESULTS_TRAIN_ARGS :=
 RESULTS_EVAL_ARGS := --num 100 --rollouts 4
 RESULTS_DOC := docs/results.md
@@ -113,14 +115,20 @@ $(T)/audio/audio_codec.safetensors: | $(T)
 $(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json | $(T)
 	$(PY) tokenizers/fit_action_bins.py --data $(D)/robot --out $(T)/action
 
+# The image encoder's backbone, pretrained on dense scene labels of the shape and digit training images
+# (omnidiff/training/dense_pretrain.py, ~2-3 minutes); demo and results runs read images through it, frozen.
+ENCODER := $(R)/encoder
+$(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
+	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
+
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
-	$(T)/action/omnidiff_tokenizer.json
+	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors
 
 $(RUN)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/demo.yaml data.root=$(D) train.out=$(RUN) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(DEMO_TRAIN_ARGS) \
-		$(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action \
+		model.image_encoder_init=$(ENCODER) $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
 
 $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
@@ -133,8 +141,8 @@ results: setup data-deps $(RES)/results/results.json
 
 $(RES)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(RESULTS_TRAIN_ARGS) \
-		$(if $(wildcard $(RES)/checkpoints/latest),--resume,)
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action \
+		model.image_encoder_init=$(ENCODER) $(RESULTS_TRAIN_ARGS) $(if $(wildcard $(RES)/checkpoints/latest),--resume,)
 
 $(RES)/results/results.json: $(RES)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)

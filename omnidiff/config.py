@@ -39,8 +39,9 @@ class ModelConfig:
     # Prompt images also read as pixels by a timm backbone trained with the model, e.g.
     # {backbone: resnet10t, out_index: 2} (omnidiff.models.image_encoder); {}: codes only.
     image_encoder: dict = field(default_factory=dict)
-    # The backbone's starting weights: a folder or backbone.safetensors written by CLIP pretraining on
-    # image-caption pairs (python -m omnidiff.training.clip); "": random.
+    # The backbone's starting weights: a folder or backbone.safetensors written by dense scene-label
+    # pretraining (python -m omnidiff.training.dense_pretrain) or by CLIP pretraining on image-caption
+    # pairs (python -m omnidiff.training.clip); "": random.
     image_encoder_init: str = ""
     # A model folder train.py exported (e.g. runs/results/model): its architecture and weights start the
     # run (fine-tuning, few-step distillation); the tokenizers must give the same vocabulary.
@@ -57,6 +58,10 @@ class ModelConfig:
         if self.image_encoder_init and not self.image_encoder:
             raise ValueError("model.image_encoder_init gives the image encoder's backbone weights, but there is no "
                              "model.image_encoder; set one (e.g. {backbone: resnet10t, out_index: 2})")
+        if self.image_encoder.get("freeze_backbone") and not self.image_encoder_init:
+            raise ValueError("model.image_encoder.freeze_backbone keeps a pretrained backbone fixed, but "
+                             "model.image_encoder_init names none (a frozen random backbone reads nothing); make one "
+                             "with `python -m omnidiff.training.dense_pretrain` and set model.image_encoder_init")
         if self.image_encoder and self.init_from:
             raise ValueError("model.image_encoder cannot be combined with model.init_from yet (a pretrained causal LM "
                              "has no image encoder to load); drop one of them")

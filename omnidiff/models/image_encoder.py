@@ -41,10 +41,14 @@ class ImageEncoderConfig:
     combine: str = "add"  # "add": feature i is added to code i's embedding | "replace": it takes its place,
     # so the codes' synonyms (docs/ablations.md, 5) no longer reach the model's reading of a prompt image
     grid_positions: bool = False  # add learned row + column embeddings to the features (grid_positions.py)
+    freeze_backbone: bool = False  # keep a pretrained backbone (model.image_encoder_init) as it is: no gradient,
+    # batch-norm statistics fixed; the norm and projection after it still train (docs/ablations.md, 14)
 
     def __post_init__(self):
         if self.combine not in ("add", "replace"):
             raise ValueError(f"model.image_encoder.combine must be 'add' or 'replace', got {self.combine!r}")
+        if not isinstance(self.freeze_backbone, bool):
+            raise ValueError(f"model.image_encoder.freeze_backbone must be true or false, got {self.freeze_backbone!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageEncoderConfig:
@@ -145,6 +149,17 @@ class ImageEncoder(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.proj = nn.Linear(channels, dim)
         self.positions = GridPositions(cfg.grid, dim) if cfg.grid_positions else None
+        if cfg.freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """As `nn.Module.train`, but a frozen backbone stays in eval mode (its batch-norm statistics are
+        the pretrained ones, not re-estimated from each training batch)."""
+        super().train(mode)
+        if self.cfg.freeze_backbone:
+            self.backbone.eval()
+        return self
 
     def forward(self, pixels_M3SS: torch.Tensor) -> torch.Tensor:
         S = self.cfg.image_size

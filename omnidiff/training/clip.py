@@ -135,7 +135,8 @@ def pretrain(data: str, text_tokenizer: str, out: str, *, backbone: str = "resne
 
 
 def load_backbone(encoder: nn.Module, path: str | Path) -> None:
-    """Copy pretrained trunk weights (`pretrain`'s ``backbone.safetensors``) into ``encoder.backbone``.
+    """Copy pretrained trunk weights (``backbone.safetensors`` of `pretrain` here or of
+    `omnidiff.training.dense_pretrain.pretrain`) into ``encoder.backbone``.
 
     The backbone is a timm feature extractor over the first stages of the same network, so every one
     of its weights must be in the file (the later stages the extractor does not use are ignored).
@@ -145,7 +146,9 @@ def load_backbone(encoder: nn.Module, path: str | Path) -> None:
         path = path / BACKBONE_FILE
     if not path.is_file():
         raise ValueError(f"model.image_encoder_init: {path} does not exist; make it with `python -m "
-                         "omnidiff.training.clip --data <image-caption dataset> --text-tokenizer <folder> --out <dir>`")
+                         "omnidiff.training.dense_pretrain --data <shape-scene dataset> --out <dir>` (dense scene "
+                         "labels) or `python -m omnidiff.training.clip --data <image-caption dataset> --text-tokenizer "
+                         "<folder> --out <dir>` (CLIP)")
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:

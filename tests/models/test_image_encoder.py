@@ -211,3 +211,31 @@ def test_patch_backbone_gives_each_code_the_pixels_of_its_own_cell_only():
     with pytest.raises(ValueError, match="multiple of the code grid"):
         Transformer(preset_config("debug", len(VOCAB), image_encoder={"backbone": "patch", "grid": 5,
                                                                       "image_size": 32}))
+
+
+def test_a_frozen_backbone_gets_no_gradient_and_keeps_its_statistics():
+    torch.manual_seed(3)
+    cfg = preset_config("debug", len(VOCAB), image_encoder={"backbone": "resnet10t", "out_index": 2, "grid": 8,
+                                                            "image_size": 32, "freeze_backbone": True})
+    net = Transformer(cfg).train()
+    backbone = net.image_encoder.backbone
+    assert not backbone.training and net.image_encoder.proj.training  # train() leaves the frozen part in eval
+    stats = {k: v.clone() for k, v in backbone.state_dict().items()}
+    images = [picture(7), picture(8)]
+    answers = [torch.tensor([VOCAB.to_global("text", torch.tensor([i + 3]))[0].item()] * 4) for i in range(2)]
+    batch = collate([(caption_prompt(im), a) for im, a in zip(images, answers, strict=True)], VOCAB,
+                    pixels=[image_pixels(TOKS, im) for im in images])
+    cfg_loss = DiffusionLossConfig(attention="prefix", complementary=True, share_prefix=True, mask_id=VOCAB.mask_id)
+    diffusion_loss(net, batch, cfg_loss, generator=torch.Generator().manual_seed(0)).loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    assert net.image_encoder.proj.weight.grad is not None and float(net.image_encoder.proj.weight.grad.abs().sum()) > 0
+    assert all(torch.equal(v, stats[k]) for k, v in backbone.state_dict().items())  # batch-norm stats untouched
+
+
+def test_freezing_needs_a_pretrained_backbone():
+    from omnidiff.config import ModelConfig
+
+    with pytest.raises(ValueError, match="freeze_backbone must be true or false"):
+        ImageEncoderConfig.from_dict({"freeze_backbone": "yes"})
+    with pytest.raises(ValueError, match="names none"):
+        ModelConfig(image_encoder={"backbone": "resnet10t", "freeze_backbone": True})
