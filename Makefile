@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo results clip distill demo-text smollm2 adapt-smollm2 lint clean
+.PHONY: setup data-deps test test-slow bench demo results encoder clip distill demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
@@ -115,20 +115,14 @@ $(T)/audio/audio_codec.safetensors: | $(T)
 $(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json | $(T)
 	$(PY) tokenizers/fit_action_bins.py --data $(D)/robot --out $(T)/action
 
-# The image encoder's backbone, pretrained on dense scene labels of the shape and digit training images
-# (omnidiff/training/dense_pretrain.py, ~2-3 minutes); demo and results runs read images through it, frozen.
-ENCODER := $(R)/encoder
-$(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
-	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
-
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
-	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors
+	$(T)/action/omnidiff_tokenizer.json
 
 $(RUN)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/demo.yaml data.root=$(D) train.out=$(RUN) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action \
-		model.image_encoder_init=$(ENCODER) $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(DEMO_TRAIN_ARGS) \
+		$(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
 
 $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
@@ -141,11 +135,21 @@ results: setup data-deps $(RES)/results/results.json
 
 $(RES)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action \
-		model.image_encoder_init=$(ENCODER) $(RESULTS_TRAIN_ARGS) $(if $(wildcard $(RES)/checkpoints/latest),--resume,)
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(RESULTS_TRAIN_ARGS) \
+		$(if $(wildcard $(RES)/checkpoints/latest),--resume,)
 
 $(RES)/results/results.json: $(RES)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)
+
+# The image encoder's backbone pretrained on dense scene labels of the shape and digit training images
+# (omnidiff/training/dense_pretrain.py, ~3 minutes): for every code-grid cell, the colour, shape and size of
+# the object covering it, or the digit under its ink. A run starts from it with
+# 'model.image_encoder={backbone: resnet10t, out_index: 2, freeze_backbone: true}' model.image_encoder_init=$(R)/encoder
+# (docs/ablations.md, section 14).
+ENCODER := $(R)/encoder
+encoder: setup data-deps $(ENCODER)/backbone.safetensors
+$(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
+	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
 
 # The image encoder's backbone pretrained with CLIP on the shape scenes' image-caption pairs
 # (omnidiff/training/clip.py, a few minutes); model.image_encoder_init=$(R)/clip/shapes starts a run from it.
