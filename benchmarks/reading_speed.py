@@ -61,6 +61,7 @@ p.add_argument("--head_bias", action="store_true")
 p.add_argument("--softcap", type=float, default=0.0)
 p.add_argument("--head_zero", action="store_true", help="the LM head starts at zero")
 p.add_argument("--restrict", action="store_true", help="training logits only over the caption words and <eos>")
+p.add_argument("--restrict_batch", action="store_true", help="training logits only over the ids the batch's answers hold")
 p.add_argument("--pad_vocab", type=int, default=0, help="extra unused ids before the codes (a larger vocabulary)")
 p.add_argument("--bpe", default="", help="a text tokenizer folder: captions in its tokens instead of whole words")
 p.add_argument("--codes", default="dummy")
@@ -177,6 +178,19 @@ if a.softcap:
         def forward(self, x):
             return a.softcap * torch.tanh(self.head(x) / a.softcap)
     model.lm_head = _Cap(_h)
+BATCH_KEEP = {"ids": None}
+if a.restrict_batch:
+    _hb = model.lm_head
+    class _BatchRestricted(torch.nn.Module):
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+        def forward(self, x):
+            out = self.head(x)
+            if BATCH_KEEP["ids"] is None:
+                return out
+            return out.masked_fill(~BATCH_KEEP["ids"].to(x.device), -1e4)
+    model.lm_head = _BatchRestricted(_hb)
 if a.restrict:
     keep = torch.zeros(V, dtype=torch.bool)
     keep[2] = True
@@ -226,6 +240,7 @@ if a.nscenes:
 
 @torch.no_grad()
 def evaluate():
+    BATCH_KEEP["ids"] = None
     model.eval()
     res = {}
     b = batch_of(val)
@@ -284,6 +299,10 @@ for step in range(1, a.steps + 1):
     ts = time.time()
     exs = [pool[int(rng.integers(len(pool)))] for _ in range(a.batch)] if pool else [example(rng) for _ in range(a.batch)]
     b = batch_of(exs)
+    if a.restrict_batch:
+        kb = torch.zeros(V, dtype=torch.bool)
+        kb[b["tokens"][b["answer_mask"]].unique()] = True
+        BATCH_KEEP["ids"] = kb
     with ctx:
         out = diffusion_loss(model, b, lcfg, step=step)
     opt.zero_grad(set_to_none=True)
