@@ -23,8 +23,6 @@ Options:
   prefix (`packing.py`): the same loss, the prefix computed once.
 - ``attention="block"`` (BD3-LM): per-block times, input ``x_t ⊕ x_0``; only the x_t half is scored.
 - ``shift`` (AR-initialised models): the prediction of token j is read from logits[j - 1].
-- ``softmax="batch"``: the training loss scores each masked token against the ids that occur among
-  the batch's answers only (`candidates.py`); the logged ``elbo`` keeps the full softmax.
 - ``eos_weight`` < 1: masked ``<eos>`` targets (the padding of a short answer in a long canvas) weigh
   that much in the training loss, so a caption of ~8 tokens in 24 columns is not mostly a lesson in
   its own length; the logged ``elbo`` keeps every token at full weight.
@@ -47,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.diffusion.candidates import SOFTMAX_MODES, candidate_ids, training_cross_entropy
 from omnidiff.diffusion.masking import (
     annealed_attention_mask,
     block_input,
@@ -95,8 +92,6 @@ class DiffusionLossConfig:
     mask_id: int = 1
     eos_id: int = 2  # the vocabulary's <eos> (the trainer sets it); only read when eos_weight != 1
     eos_weight: float = 1.0  # weight of masked <eos> targets in the training loss (not in the logged elbo)
-    softmax: str = "full"  # "full" | "batch": the training loss scores against the batch's answer ids only
-    # (candidates.py); the logged elbo keeps the full softmax
     kind: str = "diffusion"  # "diffusion" | "autoregressive" (next-token loss; attention causal, shift true)
     # | "certainty_forcing" (diffusion loss on the model's own answers + entropy where it is right)
     certainty_coef: float = 0.5  # certainty_forcing: weight of the entropy term
@@ -122,11 +117,6 @@ class DiffusionLossConfig:
         if self.anneal_steps < 0 or (self.anneal_steps and self.attention == "block"):
             raise ValueError(f"anneal_steps={self.anneal_steps} must be >= 0 and anneals towards 'prefix', 'full' or "
                              "(from attention='causal') 'full'; block attention is not annealed")
-        if self.softmax not in SOFTMAX_MODES:
-            raise ValueError(f"unknown objective.softmax {self.softmax!r}; allowed: {list(SOFTMAX_MODES)}")
-        if self.softmax != "full" and self.kind != "diffusion":
-            raise ValueError(f"objective.softmax={self.softmax!r} is for the diffusion loss; objective.kind={self.kind!r} "
-                             "scores against the full vocabulary (leave softmax: full)")
         if not 0 <= self.eos_weight <= 1:
             raise ValueError(f"objective.eos_weight must be in [0, 1], got {self.eos_weight}")
         if self.kind not in OBJECTIVE_KINDS:
@@ -296,9 +286,7 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
     num_answer = num_answer.to(per_row.dtype)
 
     elbo = per_row.sum() / num_answer.sum()
-    train_ce = ce if cfg.softmax == "full" else training_cross_entropy(
-        logits_NV, targets, cfg.softmax, candidate_ids(x_0, ans, logits_NV.shape[-1]))
-    scored = train_ce if cfg.weighting == "flat" else train_ce * weight_BL[masked]
+    scored = ce if cfg.weighting == "flat" else ce * weight_BL[masked]
     if cfg.eos_weight != 1:
         scored = scored * torch.where(targets == cfg.eos_id, cfg.eos_weight, 1.0).to(ce.dtype)
     per_row_loss = torch.zeros(rows, device=device, dtype=ce.dtype).index_add(0, row_idx, scored)
