@@ -174,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args(argv)
+    return run_cli(lambda: pretrain(args.data, args.text_tokenizer, args.out, backbone=args.backbone,
+                                    image_size=args.image_size, epochs=args.epochs, batch=args.batch, lr=args.lr))
+
+
+def run_cli(pretrain_call) -> int:
+    """A backbone pretraining for a command line: its summary (without the loss history) printed as JSON and
+    exit 0, or a bad input's message on stderr and exit 2 (shared by this module and dense_pretrain.py)."""
     try:
-        summary = pretrain(args.data, args.text_tokenizer, args.out, backbone=args.backbone,
-                           image_size=args.image_size, epochs=args.epochs, batch=args.batch, lr=args.lr)
+        summary = pretrain_call()
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from tqdm import tqdm
 from omnidiff.data.shards import ShardStream, split_shards
 from omnidiff.data.sources import shapes
 from omnidiff.files import atomic_output
-from omnidiff.training.clip import BACKBONE_FILE
+from omnidiff.training.clip import BACKBONE_FILE, run_cli
 
 # Each attribute's classes; label 0 of every head is "no object covers this cell".
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -235,14 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args(argv)
-    try:
-        summary = pretrain(args.data, args.out, backbone=args.backbone, out_index=args.out_index, grid=args.grid,
-                           image_size=args.image_size, epochs=args.epochs, batch=args.batch, lr=args.lr)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "loss_history"}, indent=2))
-    return 0
+    return run_cli(lambda: pretrain(args.data, args.out, backbone=args.backbone, out_index=args.out_index,
+                                    grid=args.grid, image_size=args.image_size, epochs=args.epochs, batch=args.batch,
+                                    lr=args.lr))
 
 
 if __name__ == "__main__":
