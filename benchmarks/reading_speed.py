@@ -147,7 +147,8 @@ def batch_of(exs):
 preset = dict(PRESETS[a.preset])
 model = Transformer(TransformerConfig(vocab_size=V, **preset, init_std=a.init_std,
                     image_encoder=ImageEncoderConfig(backbone="resnet10t" if a.backbone == "oracle" else a.backbone,
-                                                     out_index=2, grid=a.grid, image_size=64)))
+                                                     out_index=2, grid=a.grid, image_size=64,
+                                                     freeze_backbone=a.freeze and a.backbone != "oracle")))
 if a.backbone == "oracle":
     import types
     enc = model.image_encoder
@@ -167,30 +168,25 @@ if a.head_bias:
     model.lm_head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
     model.lm_head.weight.data.copy_(old.weight.data)
     torch.nn.init.zeros_(model.lm_head.bias)
+class HeadWith(torch.nn.Module):
+    """The LM head followed by ``change(logits)`` (soft-capping, restricting the softmax)."""
+
+    def __init__(self, head, change):
+        super().__init__()
+        self.head, self.change = head, change
+
+    def forward(self, x):
+        return self.change(self.head(x))
+
+
 if a.head_zero:
     torch.nn.init.zeros_(model.lm_head.weight)
 if a.softcap:
-    _h = model.lm_head
-    class _Cap(torch.nn.Module):
-        def __init__(self, head):
-            super().__init__()
-            self.head = head
-        def forward(self, x):
-            return a.softcap * torch.tanh(self.head(x) / a.softcap)
-    model.lm_head = _Cap(_h)
+    model.lm_head = HeadWith(model.lm_head, lambda z: a.softcap * torch.tanh(z / a.softcap))
 BATCH_KEEP = {"ids": None}
-if a.restrict_batch:
-    _hb = model.lm_head
-    class _BatchRestricted(torch.nn.Module):
-        def __init__(self, head):
-            super().__init__()
-            self.head = head
-        def forward(self, x):
-            out = self.head(x)
-            if BATCH_KEEP["ids"] is None:
-                return out
-            return out.masked_fill(~BATCH_KEEP["ids"].to(x.device), -1e4)
-    model.lm_head = _BatchRestricted(_hb)
+if a.restrict_batch:  # during training only: evaluate() clears the ids
+    model.lm_head = HeadWith(model.lm_head, lambda z: z if BATCH_KEEP["ids"] is None
+                             else z.masked_fill(~BATCH_KEEP["ids"].to(z.device), -1e4))
 if a.restrict:
     keep = torch.zeros(V, dtype=torch.bool)
     keep[2] = True
@@ -198,24 +194,10 @@ if a.restrict:
         keep[_w] = True
     if a.bpe:
         keep[W0:W0 + BPE.vocab_size] = True
-    _head = model.lm_head
-    class _Restricted(torch.nn.Module):
-        def __init__(self, head):
-            super().__init__()
-            self.head = head
-        def forward(self, x):
-            return self.head(x).masked_fill(~keep.to(x.device), -1e4)
-    model.lm_head = _Restricted(_head)
+    model.lm_head = HeadWith(model.lm_head, lambda z: z.masked_fill(~keep.to(z.device), -1e4))
 if a.init:
     from omnidiff.training.clip import load_backbone
     load_backbone(model.image_encoder, a.init)
-if a.freeze:
-    bb = model.image_encoder.backbone
-    for q in bb.parameters():
-        q.requires_grad_(False)
-    import types
-    bb.train = types.MethodType(lambda self, mode=True: torch.nn.Module.train(self, False), bb)
-    bb.eval()
 decay, no_decay, enc = [], [], []
 for n, q in model.named_parameters():
     if not q.requires_grad:
