@@ -49,6 +49,8 @@ p.add_argument("--weighting", default="flat")
 p.add_argument("--answer_len", type=int, default=24)
 p.add_argument("--max_objects", type=int, default=3)
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--data", default="", help="a shape-scene dataset folder (data/build_shapes.py): train on its "
+               "stored train split (pictures and scenes as the recipes read them) and evaluate on its val split")
 p.add_argument("--nscenes", type=int, default=0, help="0: fresh scenes; N: a fixed pool of N training scenes")
 p.add_argument("--init_std", type=float, default=0.02)
 p.add_argument("--json", dest="out", default="")
@@ -59,6 +61,8 @@ p.add_argument("--adam_eps", type=float, default=1e-8)
 p.add_argument("--head_lr", type=float, default=1.0, help="learning-rate multiplier of the LM head")
 p.add_argument("--head_bias", action="store_true")
 p.add_argument("--softcap", type=float, default=0.0)
+p.add_argument("--prior_bias", action="store_true",
+               help="the LM head gets a bias that starts at the log unigram prior of training answers (unseen ids ~ -17)")
 p.add_argument("--head_zero", action="store_true", help="the LM head starts at zero")
 p.add_argument("--restrict", action="store_true", help="training logits only over the caption words and <eos>")
 p.add_argument("--restrict_batch", action="store_true", help="training logits only over the ids the batch's answers hold")
@@ -163,11 +167,15 @@ if a.backbone == "oracle":
     enc.forward = types.MethodType(fwd, enc)
 lcfg = DiffusionLossConfig(mask_id=1, eos_id=2, complementary=True, share_prefix=True, attention="prefix",
                            weighting=a.weighting)
-if a.head_bias:
+if a.head_bias or a.prior_bias:
     old = model.lm_head
     model.lm_head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
     model.lm_head.weight.data.copy_(old.weight.data)
     torch.nn.init.zeros_(model.lm_head.bias)
+if a.prior_bias:
+    _prng = np.random.default_rng(a.seed + 99)
+    _counts = torch.bincount(torch.tensor([t for _ in range(500) for t in example(_prng)[1]]), minlength=V).double()
+    model.lm_head.bias.data.copy_(torch.log((_counts + 1e-3) / _counts.sum()).float())
 class HeadWith(torch.nn.Module):
     """The LM head followed by ``change(logits)`` (soft-capping, restricting the softmax)."""
 
@@ -216,7 +224,24 @@ sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
 vrng = np.random.default_rng(12345)
 val = [example(vrng) for _ in range(200)]
 pool = None
-if a.nscenes:
+
+
+def stored_examples(split: str, limit: int | None = None) -> list:
+    """Examples of a stored split: its PNGs and scene layouts, in stored order."""
+    from omnidiff.data.shards import ShardStream, split_shards
+
+    out = []
+    for sample in ShardStream(split_shards(a.data, split), shuffle=False):
+        if sample["__epoch__"] > 0 or (limit and len(out) == limit):
+            break
+        img = np.asarray(sample["png"].convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+        out.append(example_img(sample["json"]["scene"], torch.from_numpy(img).permute(2, 0, 1)))
+    return out
+
+
+if a.data:
+    val, pool = stored_examples("val", 200), stored_examples("train")
+elif a.nscenes:
     prng = np.random.default_rng(a.seed + 1)
     pool = [example(prng) for _ in range(a.nscenes)]
 

@@ -46,6 +46,10 @@ class ModelConfig:
     # A model folder train.py exported (e.g. runs/results/model): its architecture and weights start the
     # run (fine-tuning, few-step distillation); the tokenizers must give the same vocabulary.
     init_run: str = ""
+    # N > 0: the LM head gets a bias that starts at the log unigram prior of the answer tokens of N
+    # training batches (omnidiff.training.output_prior), so the thousands of ids a run's answers never use
+    # start unlikely instead of taking the first steps to push down; 0: no head bias.
+    output_prior: int = 0
 
     def __post_init__(self):
         if self.init_embeddings not in ("random", "codebook"):
@@ -55,6 +59,11 @@ class ModelConfig:
         if self.init_run and (self.init_from or self.image_encoder or self.overrides):
             raise ValueError("model.init_run takes the architecture of the model it loads; drop model.init_from, "
                              "model.image_encoder and model.overrides")
+        if not isinstance(self.output_prior, int) or self.output_prior < 0:
+            raise ValueError(f"model.output_prior is a number of batches (0: off), got {self.output_prior!r}")
+        if self.output_prior and (self.init_from or self.init_run):
+            raise ValueError("model.output_prior gives a fresh model's LM head a bias; a model loaded with "
+                             "model.init_from or model.init_run keeps its own head: drop model.output_prior")
         if self.image_encoder_init and not self.image_encoder:
             raise ValueError("model.image_encoder_init gives the image encoder's backbone weights, but there is no "
                              "model.image_encoder; set one (e.g. {backbone: resnet10t, out_index: 2})")

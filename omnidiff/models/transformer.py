@@ -51,6 +51,7 @@ class TransformerConfig:
     attn_bias: bool = False  # Qwen2 uses q/k/v biases
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
+    head_bias: bool = False  # the LM head has a bias (model.output_prior starts it at the answers' log prior)
     init_std: float = 0.02
     gradient_checkpointing: bool = False
     check_inputs: bool = True  # validate token ids (one host sync per forward)
@@ -120,7 +121,7 @@ class Transformer(nn.Module):
         # Each layer built fresh (no deepcopy) so DeepSpeed ZeRO-3 zero.Init can partition it.
         self.layers = nn.ModuleList([Block(cfg, i in moe_at) for i in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.head_bias)
         self.rope = RotaryEmbedding(cfg.dim // cfg.num_heads, cfg.max_positions, cfg.rope_theta)
         self.image_encoder = ImageEncoder(cfg.image_encoder, cfg.dim) if cfg.image_encoder is not None else None
         self.reset_parameters()

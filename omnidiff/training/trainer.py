@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import yaml
 
 from omnidiff.config import RunConfig, to_dict
@@ -30,6 +31,7 @@ from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
 from omnidiff.tokenization.registry import TokenizerSet
 from omnidiff.training import checkpoint, distributed
+from omnidiff.training.output_prior import answer_log_prior, set_output_prior
 from omnidiff.training.task_eval import task_evaluator
 
 log = logging.getLogger(__name__)
@@ -158,11 +160,14 @@ def image_encoder_config(options: dict, toks) -> ImageEncoderConfig:
     return ImageEncoderConfig.from_dict({**options, "grid": h, "image_size": toks.image.image_size})
 
 
-def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks) -> Transformer:
+def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks, log_prior=None) -> Transformer:
     """The model a run starts from: ``initial`` (a pretrained one) or a fresh preset, with code embeddings
-    from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook`` and the image
-    encoder's backbone from ``model.image_encoder_init``."""
+    from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook``, the image
+    encoder's backbone from ``model.image_encoder_init`` and the LM head's bias from ``log_prior``."""
     model = initial if initial is not None else Transformer(model_cfg)
+    if log_prior is not None:
+        with distributed.gathered_for_update([model.lm_head.bias]):
+            set_output_prior(model.lm_head, log_prior)
     if cfg.model.init_embeddings == "codebook":
         from omnidiff.models.code_embeddings import init_code_embeddings
 
@@ -175,6 +180,20 @@ def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks) -> Transformer:
         with distributed.gathered_for_update([*backbone.parameters(), *backbone.buffers()]):
             load_backbone(model.image_encoder, cfg.model.image_encoder_init)
     return model
+
+
+def output_prior_of(cfg: RunConfig, toks, vocab, micro: int, rank: int, world: int) -> torch.Tensor:
+    """The answers' log unigram prior over ``model.output_prior`` batches of a loader of its own (another
+    seed, so the training stream is untouched), summed over ranks so every rank starts the same."""
+    data = dataclasses.replace(cfg.data, batch_size=micro, seed=cfg.data.seed + 104_729, image_inputs=False,
+                               num_workers=0)
+    loader = build_mixture_loader(data, toks, vocab, rank=rank, world_size=world)
+    log_prior = answer_log_prior((next(loader) for _ in range(cfg.model.output_prior)), len(vocab))
+    if world > 1:  # one prior for all ranks: average the per-rank probabilities
+        probs = log_prior.exp().to(cfg.train.device)
+        dist.all_reduce(probs)
+        log_prior = (probs / world).log().cpu()
+    return log_prior
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict:
@@ -208,6 +227,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         model_cfg = dataclasses.replace(model_cfg, image_encoder=image_encoder_config(cfg.model.image_encoder, toks))
     if model_cfg.image_encoder is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_inputs=True))
+    if cfg.model.output_prior:
+        model_cfg = dataclasses.replace(model_cfg, head_bias=True)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)
     config_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)  # as given: "cuda", not this rank's "cuda:N"
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=distributed.local_device(cfg.train.device)))
@@ -229,8 +250,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     extra = loss_inputs(loss_cfg, vocab, cfg.model.init_run, cfg.train.device)  # e.g. a distillation teacher
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
+    log_prior = None if resume or not cfg.model.output_prior else output_prior_of(cfg, toks, vocab, micro, rank, world)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    engine = distributed.build_engine(lambda: new_model(cfg, model_cfg, initial, vocab, toks),
+    engine = distributed.build_engine(lambda: new_model(cfg, model_cfg, initial, vocab, toks, log_prior),
                                       cfg.distributed, cfg.optim, micro, cfg.train.steps, cfg.train.device)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     model_config = dataclasses.asdict(model_cfg)
