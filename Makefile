@@ -115,13 +115,22 @@ $(T)/audio/audio_codec.safetensors: | $(T)
 $(T)/action/omnidiff_tokenizer.json: $(D)/robot/manifest.json | $(T)
 	$(PY) tokenizers/fit_action_bins.py --data $(D)/robot --out $(T)/action
 
+# The image encoder's backbone pretrained on dense scene labels of the shape and digit training images
+# (omnidiff/training/dense_pretrain.py, ~3 minutes): for every code-grid cell, the colour, shape and size of
+# the object covering it, or the digit under its ink. The demo and results recipes read prompt images through
+# it, frozen (model.image_encoder_init; docs/ablations.md, sections 14-15).
+ENCODER := $(R)/encoder
+encoder: setup data-deps $(ENCODER)/backbone.safetensors
+$(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
+	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
+
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
-	$(T)/action/omnidiff_tokenizer.json
+	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors
 
 $(RUN)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/demo.yaml data.root=$(D) train.out=$(RUN) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(DEMO_TRAIN_ARGS) \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) $(DEMO_TRAIN_ARGS) \
 		$(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
 
 $(RUN)/results/results.json: $(RUN)/model/config.json
@@ -135,21 +144,11 @@ results: setup data-deps $(RES)/results/results.json
 
 $(RES)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action $(RESULTS_TRAIN_ARGS) \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) $(RESULTS_TRAIN_ARGS) \
 		$(if $(wildcard $(RES)/checkpoints/latest),--resume,)
 
 $(RES)/results/results.json: $(RES)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RES) $(RESULTS_EVAL_ARGS)
-
-# The image encoder's backbone pretrained on dense scene labels of the shape and digit training images
-# (omnidiff/training/dense_pretrain.py, ~3 minutes): for every code-grid cell, the colour, shape and size of
-# the object covering it, or the digit under its ink. A run starts from it with
-# 'model.image_encoder={backbone: resnet10t, out_index: 2, freeze_backbone: true}' model.image_encoder_init=$(R)/encoder
-# (docs/ablations.md, section 14).
-ENCODER := $(R)/encoder
-encoder: setup data-deps $(ENCODER)/backbone.safetensors
-$(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
-	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
 
 # The image encoder's backbone pretrained with CLIP on the shape scenes' image-caption pairs
 # (omnidiff/training/clip.py, a few minutes); model.image_encoder_init=$(R)/clip/shapes starts a run from it.

@@ -45,6 +45,8 @@ class TaskDataConfig:
     answer_len: int = 64
     split: str = "train"
     options: dict = field(default_factory=dict)  # task settings, e.g. {uncond_prob: 0.1} or {use_proprio: true}
+    group: str = ""  # with data.group_by_task: tasks with the same group share batches (row by row, by weight);
+    # "": a group of its own. Caption and VQA of one image set belong together (docs/ablations.md, section 15)
 
 
 def task_with_options(name: str, options: dict):
@@ -105,14 +107,22 @@ class MixtureConfig:
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes (0: read and format in the training process)
     shuffle_buffer: int = 0  # min samples shuffled together (0: one shard at a time)
-    group_by_task: bool = False  # True: every batch holds one task (drawn by weight), so short-sequence
-    # tasks are never padded to the length of long ones (speech, images) in the same batch
+    group_by_task: bool = False  # True: every batch holds one task group (drawn by weight; `group` of a task,
+    # else the task alone), so short-sequence tasks are never padded to the length of long ones (speech,
+    # images) in the same batch
     prefix_multiple: int = 1  # answers start at a multiple of this column (the trainer sets the block size
     # under block attention)
     code_cache: int = 50_000  # image/audio codes remembered per tokenizer and process, so an epoch after the
     # first encodes nothing (tokenization/code_cache.py); 0: encode every time
     image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
     # model has an image encoder)
+
+
+def batch_groups(tasks: list[TaskDataConfig]) -> list[np.ndarray]:
+    """Indices of the tasks that share batches under ``group_by_task``: one list per ``group`` name, and
+    one per task without a group, in order of first appearance."""
+    keys = [t.group or f"#{i}" for i, t in enumerate(tasks)]
+    return [np.array([i for i, k in enumerate(keys) if k == key]) for key in dict.fromkeys(keys)]
 
 
 class _BatchMaker:
@@ -126,6 +136,7 @@ class _BatchMaker:
                                     num_workers=num_workers) for i, t in enumerate(cfg.tasks)]
         weights = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
         self.probs = weights / weights.sum()
+        self.groups = batch_groups(cfg.tasks)
         self.format_errors = 0
         self._iters = [iter(s) for s in self.streams]
 
@@ -165,7 +176,9 @@ class _BatchMaker:
     def make(self, batch_index: int) -> dict:
         rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])
         if self.cfg.group_by_task:
-            picks = [int(rng.choice(len(self.tasks), p=self.probs))] * self.cfg.batch_size
+            members = self.groups[int(rng.choice(len(self.groups), p=[self.probs[g].sum() for g in self.groups]))]
+            within = self.probs[members] / self.probs[members].sum()
+            picks = [int(i) for i in rng.choice(members, size=self.cfg.batch_size, p=within)]
         else:
             picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
         examples, pixels = zip(*[self.example(i) for i in picks], strict=True)

@@ -59,6 +59,16 @@ def test_group_by_task_gives_single_task_batches_in_proportion(datasets):
     assert names.count("caption") > names.count("asr") and names.count("asr") > 0 and names.count("vla") > 0
 
 
+def test_tasks_of_one_group_share_batches_and_the_rest_stay_alone(datasets):
+    cfg = mixture(datasets, group_by_task=True)
+    cfg.tasks[0] = TaskDataConfig("caption", cfg.tasks[0].path, weight=3.0, answer_len=24, group="scenes")
+    cfg.tasks.insert(1, TaskDataConfig("vqa", cfg.tasks[0].path, weight=1.0, answer_len=4, group="scenes"))
+    tasks = [set(b["tasks"]) for b in itertools.islice(build_mixture_loader(cfg, TOKS, VOCAB), 60)]
+    assert all(t <= {"caption", "vqa"} or len(t) == 1 for t in tasks)  # asr and vla batches stay single-task
+    assert any(t == {"caption", "vqa"} for t in tasks)  # the group's members meet in one batch
+    assert sum(t <= {"caption", "vqa"} for t in tasks) > sum(t == {"asr"} for t in tasks) > 0
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_stop_and_resume_gives_the_same_batches(datasets, num_workers):
     cfg = mixture(datasets, num_workers=num_workers, shuffle_buffer=12)
