@@ -194,6 +194,8 @@ def shrunk(recipe: Path, standins, out: Path):
         init = [f"model.init_run={standin_run_model(out.parent / 'init_run', tokenizers, real.tokenizers)}"]
     else:
         init += [f"model.overrides={json.dumps(overrides)}"]
+    if real.model.image_encoder_init:  # a pretrained backbone (make encoder): a random one of the same shape
+        init += [f"model.image_encoder_init={standin_backbone(out.parent / 'encoder', real.model.image_encoder)}"]
     cfg = load_config(recipe, [
         *init, "model.preset=debug", "train.device=cpu", "distributed.dtype=fp32",
         "distributed.zero_stage=0", "distributed.grad_accum=1", "distributed.offload_optimizer=false",
@@ -206,6 +208,19 @@ def shrunk(recipe: Path, standins, out: Path):
         assert name in datasets, f"{recipe.name} reads {spec.path}: add a stand-in for it to standin_datasets"
         spec.path = str(datasets[name])
     return cfg
+
+
+def standin_backbone(folder: Path, options: dict) -> Path:
+    """A ``backbone.safetensors`` as `make encoder` writes it, with random weights of the recipe's backbone."""
+    import timm
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    net = timm.create_model(options["backbone"], pretrained=False, features_only=True,
+                            out_indices=(options.get("out_index", 2),))
+    path = folder / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"backbone": options["backbone"]})
+    return path
 
 
 def test_every_recipe_is_tested():
