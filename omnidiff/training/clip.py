@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
 from omnidiff.data.shards import ShardStream, split_shards
 from omnidiff.files import atomic_output
@@ -92,32 +90,18 @@ def pretrain(data: str, text_tokenizer: str, out: str, *, backbone: str = "resne
     from open_clip import ClipLoss
 
     from omnidiff.tokenization.text import TextTokenizer
+    from omnidiff.training.minibatch_fit import fit_minibatches
 
     torch.manual_seed(seed)
     tok = TextTokenizer.load(text_tokenizer)
     train_px, train_ids, _ = load_pairs(data, "train", image_size, tok, context)
     val_px, val_ids, val_texts = load_pairs(data, "val", image_size, tok, context)
     model = build_clip(backbone, image_size, tok.vocab_size, context)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, fused=True)
-    steps = epochs * (len(train_px) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     loss_fn, before = ClipLoss(), retrieval(model, val_px, val_ids, val_texts)
-    gen, history, start = torch.Generator().manual_seed(seed), [], time.perf_counter()
-    bar = tqdm(total=steps, desc="clip", unit="step")
-    for _ in range(epochs):
-        order = torch.randperm(len(train_px), generator=gen)
-        for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch]
-            image_f, text_f, scale = model(train_px[idx], train_ids[idx])
-            loss = loss_fn(image_f, text_f, scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append(round(float(loss), 4))
-            bar.update(1)
-            bar.set_postfix(loss=history[-1])
-    bar.close()
+    start = time.perf_counter()
+    history = fit_minibatches(model, lambda idx: loss_fn(*model(train_px[idx], train_ids[idx])), len(train_px),
+                              epochs=epochs, batch=batch, lr=lr, weight_decay=0.1, warmup_steps=20, seed=seed,
+                              desc="clip")
     after = retrieval(model, val_px, val_ids, val_texts)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

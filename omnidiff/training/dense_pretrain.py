@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -38,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from tqdm import tqdm
 
 from omnidiff.data.shards import ShardStream, split_shards
 from omnidiff.data.sources import shapes
 from omnidiff.files import atomic_output
 from omnidiff.training.clip import BACKBONE_FILE, run_cli
+from omnidiff.training.minibatch_fit import fit_minibatches
 
 # Each attribute's classes; label 0 of every head is "no object covers this cell".
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -180,29 +179,16 @@ def pretrain(data: str, out: str, *, backbone: str = "resnet10t", out_index: int
     if len(train_px) < batch:
         raise ValueError(f"{data} has {len(train_px)} training scenes, fewer than one batch of {batch}; lower --batch")
     model = DenseLabeller(backbone, out_index, grid)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, fused=True)
-    steps = epochs * (len(train_px) // batch)
-    warmup = min(50, steps // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     before = object_cell_accuracy(model, val_px, val_lab)
-    gen, history, start = torch.Generator().manual_seed(seed), [], time.perf_counter()
-    bar = tqdm(total=steps, desc="dense-pretrain", unit="step")
-    for _ in range(epochs):
-        order = torch.randperm(len(train_px), generator=gen)
-        for i in range(0, len(order) - batch + 1, batch):
-            idx = order[i:i + batch]
-            logits = model(to_pixels(train_px[idx]))
-            lab = train_lab[idx]
-            loss = sum(F.cross_entropy(lg, lab[:, a]) for a, lg in enumerate(logits)) / len(logits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append(round(loss.item(), 4))
-            bar.update(1)
-            bar.set_postfix(loss=history[-1])
-    bar.close()
+    start = time.perf_counter()
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        logits, lab = model(to_pixels(train_px[idx])), train_lab[idx]
+        return sum(F.cross_entropy(lg, lab[:, a]) for a, lg in enumerate(logits)) / len(logits)
+
+    history = fit_minibatches(model, loss_of, len(train_px), epochs=epochs, batch=batch, lr=lr, weight_decay=0.05,
+                              warmup_steps=min(50, epochs * (len(train_px) // batch) // 10 + 1), seed=seed,
+                              desc="dense-pretrain")
     after = object_cell_accuracy(model, val_px, val_lab)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

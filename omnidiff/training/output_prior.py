@@ -16,7 +16,6 @@ rest of the model (no weight decay); decoding still restricts ids to the answer'
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -46,7 +45,7 @@ def set_output_prior(lm_head: torch.nn.Linear, log_prior: torch.Tensor) -> None:
         raise ValueError("the LM head has no bias; build the model with head_bias=True to give it an output prior")
     if log_prior.shape != lm_head.bias.shape:
         raise ValueError(f"output prior has shape {tuple(log_prior.shape)}, the head's bias {tuple(lm_head.bias.shape)}")
-    if not bool(torch.isfinite(log_prior).all()) or float(log_prior.max()) > math.log(1.0) + 1e-6:
+    if not bool(torch.isfinite(log_prior).all()) or float(log_prior.max()) > 1e-6:
         raise ValueError("an output prior must be finite log-probabilities (<= 0)")
     with torch.no_grad():
         lm_head.bias.copy_(log_prior.to(lm_head.bias))
