@@ -16,9 +16,13 @@ rest of the model (no weight decay); decoding still restricts ids to the answer'
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
+
+from omnidiff.data.mixing import build_mixture_loader
 
 SMOOTHING = 0.01  # pseudo-count of every id: an unseen id starts at log(0.01 / n), ~ -14 for n = 10^4 tokens
 
@@ -37,6 +41,21 @@ def answer_log_prior(batches: Iterable[dict], vocab_size: int, smoothing: float 
     if total == 0:
         raise ValueError("the batches hold no answer tokens; the output prior needs training answers")
     return torch.log((counts + smoothing) / (total + smoothing * vocab_size)).float()
+
+
+def mixture_log_prior(data, batches: int, toks, vocab, *, rank: int = 0, world: int = 1,
+                      device: str = "cpu") -> torch.Tensor:
+    """`answer_log_prior` of ``batches`` batches of the data mixture ``data`` (a `MixtureConfig`), read by a
+    loader of its own (another seed, no pixels), so the training stream is untouched; with several ranks,
+    the mean of their probabilities, so every rank starts from the same prior."""
+    own = dataclasses.replace(data, seed=data.seed + 104_729, image_inputs=False, num_workers=0)
+    loader = build_mixture_loader(own, toks, vocab, rank=rank, world_size=world)
+    log_prior = answer_log_prior((next(loader) for _ in range(batches)), len(vocab))
+    if world > 1:
+        probs = log_prior.exp().to(device)
+        dist.all_reduce(probs)
+        log_prior = (probs / world).log().cpu()
+    return log_prior
 
 
 def set_output_prior(lm_head: torch.nn.Linear, log_prior: torch.Tensor) -> None:

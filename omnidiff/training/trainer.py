@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import yaml
 
 from omnidiff.config import RunConfig, to_dict
@@ -31,7 +30,7 @@ from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
 from omnidiff.tokenization.registry import TokenizerSet
 from omnidiff.training import checkpoint, distributed
-from omnidiff.training.output_prior import answer_log_prior, set_output_prior
+from omnidiff.training.output_prior import mixture_log_prior, set_output_prior
 from omnidiff.training.task_eval import task_evaluator
 
 log = logging.getLogger(__name__)
@@ -182,20 +181,6 @@ def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks, log_prior=None) -
     return model
 
 
-def output_prior_of(cfg: RunConfig, toks, vocab, micro: int, rank: int, world: int) -> torch.Tensor:
-    """The answers' log unigram prior over ``model.output_prior`` batches of a loader of its own (another
-    seed, so the training stream is untouched), summed over ranks so every rank starts the same."""
-    data = dataclasses.replace(cfg.data, batch_size=micro, seed=cfg.data.seed + 104_729, image_inputs=False,
-                               num_workers=0)
-    loader = build_mixture_loader(data, toks, vocab, rank=rank, world_size=world)
-    log_prior = answer_log_prior((next(loader) for _ in range(cfg.model.output_prior)), len(vocab))
-    if world > 1:  # one prior for all ranks: average the per-rank probabilities
-        probs = log_prior.exp().to(cfg.train.device)
-        dist.all_reduce(probs)
-        log_prior = (probs / world).log().cpu()
-    return log_prior
-
-
 def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     """Train as ``cfg`` says; returns a summary (final metrics, paths)."""
     if not cfg.tokenizers:
@@ -250,7 +235,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     extra = loss_inputs(loss_cfg, vocab, cfg.model.init_run, cfg.train.device)  # e.g. a distillation teacher
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused for its config or data writes nothing
 
-    log_prior = None if resume or not cfg.model.output_prior else output_prior_of(cfg, toks, vocab, micro, rank, world)
+    log_prior = None if resume or not cfg.model.output_prior else mixture_log_prior(
+        dataclasses.replace(cfg.data, batch_size=micro), cfg.model.output_prior, toks, vocab, rank=rank, world=world,
+        device=cfg.train.device)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     engine = distributed.build_engine(lambda: new_model(cfg, model_cfg, initial, vocab, toks, log_prior),
                                       cfg.distributed, cfg.optim, micro, cfg.train.steps, cfg.train.device)
