@@ -29,11 +29,16 @@ GENERATION_FILE = "omnidiff_generation.json"
 
 def generation_settings(objective, tasks) -> dict:
     """What `export_pretrained` stores next to the weights: how the model was trained to decode."""
+    from omnidiff.data.mixing import configured_task
+
     per_task: dict[str, dict] = {}
     for t in tasks:  # a task trained on several datasets keeps its longest answer (nothing is cut)
         entry = per_task.setdefault(t.task, {"answer_len": int(t.answer_len)})
         entry["answer_len"] = max(entry["answer_len"], int(t.answer_len))
         entry.update(dict(t.options))
+        from_data = getattr(configured_task(t), "settings_from_data", None)  # e.g. TTS's speaking rate
+        if from_data is not None and t.path:
+            entry.update(from_data(t.path))
     if getattr(objective, "kind", "diffusion") == "autoregressive":  # the AR twin decodes left to right
         attention = "causal"
     else:  # a causal diffusion model is annealed towards full attention (objectives.py)

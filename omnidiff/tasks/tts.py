@@ -4,11 +4,14 @@ Audio is never cut mid-utterance (that would teach the model to drop words): a r
 than ``answer_len`` tokens rejects the sample with a clear message. ``uncond_prob`` > 0 replaces the
 transcript with ``<uncond>`` for classifier-free guidance, as in text_to_image. ``audio_levels``
 keeps the first k residual codec levels of the answer (``None``: all): k/levels as many tokens to
-generate, decoded from the coarse levels alone.
+generate, decoded from the coarse levels alone. ``speaking_rate`` ``[intercept_s, seconds_per_char]``
+fixes how long the speech for a text lasts when decoding (`omnidiff.tasks.speech_duration`); left
+unset, the export fits it on the training split.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -18,6 +21,9 @@ import torch
 from omnidiff.data.formatting import audio_ids, fit_answer, need, require, sample_rng, specials, text_ids
 from omnidiff.tasks.asr import transcript
 from omnidiff.tasks.base import MIN_TEXT_ANSWER_LEN
+from omnidiff.tasks.speech_duration import check_speaking_rate, speaking_rate_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +32,22 @@ class TTSTask:
     modalities: ClassVar[tuple[str, ...]] = ("audio", "text")
     uncond_prob: float = 0.0
     audio_levels: int | None = None
+    speaking_rate: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.speaking_rate is not None:
+            self.speaking_rate = check_speaking_rate(self.speaking_rate)
+
+    def settings_from_data(self, path: str) -> dict:
+        """What the exported model keeps from its training data: the speaking rate of ``path``'s
+        train split, unless the recipe set one."""
+        if self.speaking_rate is not None:
+            return {}
+        try:
+            return {"speaking_rate": list(speaking_rate_of(path))}
+        except (OSError, ValueError) as err:  # never lose an export over it: the model then ends the audio itself
+            log.warning("no speaking rate for %s (%s); TTS decoding will let the model end the audio", path, err)
+            return {}
 
     def prompt(self, toks, vocab, text: str | None) -> torch.Tensor:
         """The prefix for a transcript; ``None`` gives the unconditional prefix (``<uncond>``)."""

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from omnidiff.pipelines import (
@@ -146,3 +147,37 @@ def test_infer_cli_writes_images_and_actions(model_dir, tmp_path, capsys):
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     code, _, err = run("asr", "--audio", str(tmp_path / "bad.wav"))
     assert code == 2 and "is not audio" in err
+
+
+def test_tts_speaks_for_the_seconds_asked(model_dir):
+    pipe = TTSPipeline.from_pretrained(model_dir)
+    tok = pipe.tokenizers.audio
+    frame = 1 / tok.config.frames_per_second
+    waves = pipe(["turn on the lights", "stop"], seconds=[0.2, 0.1], answer_len=64)
+    got = [len(w["array"]) / w["sample_rate"] for w in waves]
+    assert got[0] == pytest.approx(0.2, abs=2 * frame) and got[1] == pytest.approx(0.1, abs=2 * frame)
+    assert got[0] > got[1]
+
+
+def test_tts_duration_comes_from_the_speaking_rate(model_dir):
+    base = TTSPipeline.from_pretrained(model_dir)
+    tasks = {**base.settings.get("tasks", {}), "tts": {"answer_len": 64, "speaking_rate": [0.05, 0.01]}}
+    pipe = TTSPipeline(base.model, base.tokenizers, base.vocab, settings={**base.settings, "tasks": tasks})
+    seen, decode = {}, pipe.decode
+
+    def spy(prompts, length, **kwargs):
+        seen["init"] = kwargs["answer_init"]
+        return decode(prompts, length, **kwargs)
+
+    pipe.decode = spy
+    pipe(["a short one", "a much longer sentence to speak"])
+    masked = (seen["init"] == base.vocab.mask_id).sum(1)
+    assert 0 < masked[0] < masked[1]  # a longer text gets more audio columns, never all of them
+    ends = seen["init"][torch.arange(2), masked]
+    assert (ends == base.vocab.special("</audio>")).all()
+
+
+@pytest.mark.parametrize("seconds,message", [(0.0, "positive"), ([0.2], "one per text"), (60.0, "larger answer_len")])
+def test_tts_bad_seconds(model_dir, seconds, message):
+    with pytest.raises(ValueError, match=message):
+        TTSPipeline.from_pretrained(model_dir)(["turn on", "off"], seconds=seconds, answer_len=64)
