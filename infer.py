@@ -39,7 +39,7 @@ TASK_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vqa": (("image", "question"), ("answer_len",)),
     "t2i": (("prompt", "out"), ("guidance", "answer_len")),
     "asr": (("audio",), ("answer_len",)),
-    "tts": (("prompt", "out"), ("guidance", "answer_len")),
+    "tts": (("prompt", "out"), ("guidance", "answer_len", "seconds")),
     "vla": (("image", "instruction"), ("proprio",)),
 }
 TASK_INPUTS = sorted({name for needed, optional in TASK_OPTIONS.values() for name in needed + optional})
@@ -162,7 +162,8 @@ def run(args) -> dict:
         import soundfile as sf
 
         pipe, cfg = _load(args, P.TTSPipeline)
-        wav = pipe([args.prompt], guidance_scale=args.guidance, answer_len=n, seed=seed, config=cfg)[0]
+        wav = pipe([args.prompt], guidance_scale=args.guidance, answer_len=n, seed=seed, config=cfg,
+                   seconds=args.seconds)[0]
         with atomic_output(args.out) as tmp:
             sf.write(str(tmp), wav["array"], wav["sample_rate"], format=output_format(args.task, Path(args.out)))
         out = {"prompt": args.prompt, "audio": args.out, "seconds": round(len(wav["array"]) / wav["sample_rate"], 3)}
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--proprio", type=float_list, help="robot state, comma-separated (vla, when trained with it)")
     parser.add_argument("--out", help="output image, e.g. .png (t2i), or audio, e.g. .wav (tts)")
     parser.add_argument("--guidance", type=bounded_float(0, 100), help="classifier-free guidance scale (t2i, tts)")
+    parser.add_argument("--seconds", type=bounded_float(0, 600, low_open=True),
+                        help="how long to speak (tts; default: the model's speaking rate applied to the text)")
     parser.add_argument("--answer-len", type=count, help="answer tokens (default: as trained)")
     parser.add_argument("--steps", type=count, help="denoising steps (count strategies)")
     parser.add_argument("--strategy", help="low_confidence, margin, entropy, random, threshold, hybrid")

@@ -134,6 +134,9 @@ def refused(code, err, message):
     (["text", "--prompt", "hi", "--answer-len", "5000"], "but the model reads at most 1024 positions"),
     (["t2i", "--prompt", "a", "--out", "{out_dir}/picture.txt"], "cannot write images as .txt; use .png or .jpg"),
     (["tts", "--prompt", "a", "--out", "{out_dir}/speech.mp4"], "cannot write audio as .mp4; use .wav or .flac"),
+    (["tts", "--prompt", "a", "--out", "{out_dir}/speech.wav", "--seconds", "0"], "argument --seconds: must be a number"),
+    (["tts", "--prompt", "a", "--out", "{out_dir}/speech.wav", "--seconds", "30"], "pass a larger answer_len"),
+    (["text", "--prompt", "hi", "--seconds", "1"], "--seconds does not apply to the 'text' task"),
     (["t2i", "--prompt", "a", "--out", "{ok_png}/x.png"], "is a file, not a folder"),
 ])
 def test_infer_refuses_bad_options_and_numbers(model_dir, files, tmp_path, capsys, argv, message):
@@ -382,6 +385,10 @@ def recipes(tmp_path_factory):
     (["data.tasks=[{task: painting, path: x}]"], "unknown task 'painting'"),
     (["data.tasks=[{task: text, path: {recipes}/no_data, answer_len: 16}]"], "no_data does not exist; build it"),
     (["tokenizers.text={recipes}/no_tokenizer"], "holds no text tokenizer"),
+    (["train.steps=10", "data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start_step: 10}]"],
+     "tasks that would start after the run's last step (10): text"),
+    (["data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start_step: 2.5}]"],
+     "start_step must be int, got 2.5"),
 ])
 def test_train_refuses_bad_configs_and_writes_nothing(model_dir, recipes, tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"

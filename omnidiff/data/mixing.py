@@ -47,6 +47,9 @@ class TaskDataConfig:
     options: dict = field(default_factory=dict)  # task settings, e.g. {uncond_prob: 0.1} or {use_proprio: true}
     group: str = ""  # with data.group_by_task: tasks with the same group share batches (row by row, by weight);
     # "": a group of its own. Caption and VQA of one image set belong together (docs/ablations.md, section 15)
+    start_step: int = 0  # a curriculum: the task joins the mixture at this training step (before it, weight 0).
+    # Image-to-text tasks first, so the model learns to read pictures before other tasks share its steps
+    # (docs/ablations.md, section 16)
 
 
 def task_with_options(name: str, options: dict):
@@ -116,6 +119,8 @@ class MixtureConfig:
     # first encodes nothing (tokenization/code_cache.py); 0: encode every time
     image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
     # model has an image encoder)
+    batches_per_step: int = 1  # batches one training step consumes per rank (the trainer sets grad_accum), so a
+    # task's start_step can be found from the batch index
 
 
 def batch_groups(tasks: list[TaskDataConfig]) -> list[np.ndarray]:
@@ -134,8 +139,8 @@ class _BatchMaker:
         self.streams = [ShardStream(split_shards(t.path, t.split), seed=cfg.seed + 7919 * i, rank=rank,
                                     world_size=world_size, shuffle_buffer=cfg.shuffle_buffer, worker=worker,
                                     num_workers=num_workers) for i, t in enumerate(cfg.tasks)]
-        weights = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
-        self.probs = weights / weights.sum()
+        self.weights = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
+        self.starts = np.array([t.start_step for t in cfg.tasks])
         self.groups = batch_groups(cfg.tasks)
         self.format_errors = 0
         self._iters = [iter(s) for s in self.streams]
@@ -173,14 +178,21 @@ class _BatchMaker:
             return None
         return image_pixels(self.toks, require(sample, "png", "jpg", "jpeg"))
 
+    def probs(self, batch_index: int) -> np.ndarray:
+        """Each task's share of batch ``batch_index``: its weight once its ``start_step`` is reached, else 0."""
+        weights = np.where(self.starts <= batch_index // self.cfg.batches_per_step, self.weights, 0.0)
+        return weights / weights.sum()
+
     def make(self, batch_index: int) -> dict:
         rng = np.random.default_rng([self.cfg.seed, self.rank, batch_index])
+        probs = self.probs(batch_index)
         if self.cfg.group_by_task:
-            members = self.groups[int(rng.choice(len(self.groups), p=[self.probs[g].sum() for g in self.groups]))]
-            within = self.probs[members] / self.probs[members].sum()
+            live = [g for g in self.groups if probs[g].sum() > 0]
+            members = live[int(rng.choice(len(live), p=[probs[g].sum() for g in live]))]
+            within = probs[members] / probs[members].sum()
             picks = [int(i) for i in rng.choice(members, size=self.cfg.batch_size, p=within)]
         else:
-            picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=self.probs).tolist()
+            picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=probs).tolist()
         examples, pixels = zip(*[self.example(i) for i in picks], strict=True)
         return collate(list(examples), self.vocab, [self.cfg.tasks[i].task for i in picks], self.cfg.prefix_multiple,
                        list(pixels) if self.cfg.image_inputs else None)
@@ -228,6 +240,14 @@ class MixtureLoader:
         weights = [t.weight for t in cfg.tasks]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
+        starts = [t.start_step for t in cfg.tasks]
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in starts):
+            raise ValueError(f"task start_step must be a whole number of steps >= 0, got {starts}")
+        if sum(w for w, s in zip(weights, starts, strict=True) if s == 0) <= 0:
+            raise ValueError(f"no task with a positive weight starts at step 0 (start_step {starts}); the first "
+                             "batches would have nothing to draw from")
+        if cfg.batches_per_step < 1:
+            raise ValueError(f"batches_per_step must be >= 1, got {cfg.batches_per_step}")
         for t in cfg.tasks:
             check_task(t, toks)
         if cfg.code_cache < 0:

@@ -188,6 +188,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     for spec in [*cfg.data.tasks, *cfg.val_data]:  # and on answers that cannot fit their answer_len
         check_task(spec, toks)
+    late = [f"{t.task} ({t.path}) at {t.start_step}" for t in cfg.data.tasks if t.start_step >= cfg.train.steps]
+    if late:
+        raise ValueError(f"tasks that would start after the run's last step ({cfg.train.steps}): {', '.join(late)}; "
+                         "lower their data.tasks[].start_step or train longer")
     val_specs = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
     for spec in [*cfg.data.tasks, *(val_specs if cfg.train.eval_every else [])]:
         split_shards(spec.path, spec.split)  # a missing dataset or split stops the run here, before it starts
@@ -226,8 +230,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     micro = cfg.data.batch_size // world
     if cfg.objective.attention == "block":  # the block pattern needs answers to start on a block boundary
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefix_multiple=cfg.objective.block_size))
-    loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro), toks, vocab, rank=rank,
-                                  world_size=world)
+    loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro,
+                                                      batches_per_step=cfg.distributed.grad_accum),
+                                  toks, vocab, rank=rank, world_size=world)
     loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id, eos_id=vocab.eos_id)
     if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)
                                                   for t in cfg.data.tasks):

@@ -1,5 +1,6 @@
 """Multi-task mixing: per-task answer lengths, weights, exact resume with 0 and 2 workers, corrupt images."""
 
+import dataclasses
 import itertools
 import logging
 
@@ -67,6 +68,26 @@ def test_tasks_of_one_group_share_batches_and_the_rest_stay_alone(datasets):
     assert all(t <= {"caption", "vqa"} or len(t) == 1 for t in tasks)  # asr and vla batches stay single-task
     assert any(t == {"caption", "vqa"} for t in tasks)  # the group's members meet in one batch
     assert sum(t <= {"caption", "vqa"} for t in tasks) > sum(t == {"asr"} for t in tasks) > 0
+
+
+@pytest.mark.parametrize("group_by_task,batches_per_step", [(True, 1), (False, 2)])
+def test_a_task_joins_at_its_start_step(datasets, group_by_task, batches_per_step):
+    cfg = mixture(datasets, group_by_task=group_by_task, batches_per_step=batches_per_step)
+    cfg.tasks = [cfg.tasks[0]] + [dataclasses.replace(t, start_step=5) for t in cfg.tasks[1:]]
+    tasks = [set(b["tasks"]) for b in itertools.islice(build_mixture_loader(cfg, TOKS, VOCAB), 40)]
+    first = 5 * batches_per_step  # the first batch of step 5
+    assert all(t == {"caption"} for t in tasks[:first])
+    assert set().union(*tasks[first:]) > {"caption"}  # the others are drawn from then on
+
+
+def test_a_curriculum_must_start_with_something(datasets):
+    cfg = mixture(datasets)
+    cfg.tasks = [dataclasses.replace(t, start_step=3) for t in cfg.tasks]
+    with pytest.raises(ValueError, match="starts at step 0"):
+        build_mixture_loader(cfg, TOKS, VOCAB)
+    cfg.tasks[0] = dataclasses.replace(cfg.tasks[0], start_step=-1)
+    with pytest.raises(ValueError, match="start_step"):
+        build_mixture_loader(cfg, TOKS, VOCAB)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
