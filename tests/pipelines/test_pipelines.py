@@ -66,6 +66,15 @@ def test_text_to_image_gives_full_images_with_and_without_guidance(model_dir):
         pipe([" "])
 
 
+def test_text_to_image_decodes_in_random_order_by_default(model_dir):
+    pipe = TextToImagePipeline.from_pretrained(model_dir)
+    cfg = pipe.sampler
+    assert (cfg.strategy, cfg.steps, cfg.temperature, cfg.block_len, cfg.cache) == ("random", 16, 1.0, None, "prefix")
+    one, again, other = (pipe(["a red circle"], seed=s)[0] for s in (3, 3, 4))
+    assert list(one.getdata()) == list(again.getdata())  # sampled, yet reproducible from the seed
+    assert pipe.last_stats["nfe"] <= 16 + 1
+
+
 def test_speech_round_trip_types(model_dir):
     texts = ASRPipeline.from_pretrained(model_dir)([speech(), (speech(0.3)["array"], 16000)])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
