@@ -6,8 +6,9 @@ runs the ``<uncond>`` prompt the model learned with ``uncond_prob`` beside each 
 
 Images are decoded by default in a random order with sampled tokens (`default_sampler`), not by
 confidence: the most confident codes of a picture are its background, and a confidence-ordered,
-argmax decoder fills the whole canvas with background before any object is drawn (the demo model:
-0% of objects drawn by the text default, 17% in random order; docs/ablations.md, row 37).
+argmax decoder fills the whole canvas with background before any object is drawn (docs/ablations.md,
+row 37: blank canvases from the demo model; in random order they hold coloured shapes, though an
+undertrained model's score is still at the scorer's chance level).
 """
 
 from __future__ import annotations
