@@ -63,3 +63,17 @@ def test_tts_task_fits_its_rate_from_the_train_split(tmp_path):
     given = type(task)(speaking_rate=[0.1, 0.06])
     assert given.speaking_rate == (0.1, 0.06) and given.settings_from_data(str(path)) == {}
     assert task.settings_from_data(str(tmp_path / "missing")) == {}  # an export never fails over it
+
+
+def test_the_export_settings_carry_the_fitted_rate(tmp_path):
+    from omnidiff.data.mixing import TaskDataConfig
+    from omnidiff.diffusion.objectives import DiffusionLossConfig
+    from omnidiff.pipelines.base import generation_settings, trained_task
+
+    path = write_speech_shards(tmp_path / "speech")
+    settings = generation_settings(DiffusionLossConfig(), [TaskDataConfig("tts", str(path), answer_len=64,
+                                                                          options={"audio_levels": 1})])
+    entry = settings["tasks"]["tts"]
+    assert entry["audio_levels"] == 1 and entry["speaking_rate"][1] == pytest.approx(0.05, abs=1e-4)
+    task = trained_task("tts", settings)  # what a pipeline rebuilds from the exported settings
+    assert task.speaking_rate == pytest.approx((0.2, 0.05), abs=1e-3)
