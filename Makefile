@@ -137,7 +137,7 @@ $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
 
 # The results: the demo's data and tokenizers, one shared model trained 5x longer on every task
-# (configs/results.yaml, ~60 training minutes on 2 cores, ~80 with its evaluations; resumable), held-out scores during training (learning
+# (configs/results.yaml, ~31 training minutes on 2 cores, ~47 with its evaluations; resumable), held-out scores during training (learning
 # curves) and after it, written to docs/results.md + docs/results.json (SCALE=smoke: under runs/smoke/).
 results: setup data-deps $(RES)/results/results.json
 	$(PY) -m omnidiff.eval.report --run $(RES) --doc $(RESULTS_DOC) --json $(RESULTS_DOC:.md=.json)
