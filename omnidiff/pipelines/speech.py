@@ -11,6 +11,8 @@ text: `omnidiff.tasks.speech_duration`); a model without a speaking rate stops a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -72,7 +74,8 @@ class TTSPipeline(DiffusionPipeline):
         rate = int(tok.config.sample_rate)
         if seconds is not None:
             given = [seconds] * len(texts) if isinstance(seconds, (int, float)) else list(seconds)
-            if len(given) != len(texts) or not all(isinstance(s, (int, float)) and s > 0 for s in given):
+            if len(given) != len(texts) or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                                                   and math.isfinite(s) and s > 0 for s in given):
                 raise ValueError(f"seconds must be a positive number or one per text ({len(texts)}), got {seconds!r}")
             columns = [tok.num_tokens(round(s * rate), rate, levels) for s in given]
             if max(columns) > length - 1:

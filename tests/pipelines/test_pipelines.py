@@ -186,7 +186,8 @@ def test_tts_duration_comes_from_the_speaking_rate(model_dir):
     assert (ends == base.vocab.special("</audio>")).all()
 
 
-@pytest.mark.parametrize("seconds,message", [(0.0, "positive"), ([0.2], "one per text"), (60.0, "larger answer_len")])
+@pytest.mark.parametrize("seconds,message", [(0.0, "positive"), ([0.2], "one per text"), (float("inf"), "positive"),
+                                             (60.0, "larger answer_len")])
 def test_tts_bad_seconds(model_dir, seconds, message):
     with pytest.raises(ValueError, match=message):
         TTSPipeline.from_pretrained(model_dir)(["turn on", "off"], seconds=seconds, answer_len=64)
