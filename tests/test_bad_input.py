@@ -385,10 +385,10 @@ def recipes(tmp_path_factory):
     (["data.tasks=[{task: painting, path: x}]"], "unknown task 'painting'"),
     (["data.tasks=[{task: text, path: {recipes}/no_data, answer_len: 16}]"], "no_data does not exist; build it"),
     (["tokenizers.text={recipes}/no_tokenizer"], "holds no text tokenizer"),
-    (["train.steps=10", "data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start_step: 10}]"],
-     "tasks that would start after the run's last step (10): text"),
-    (["data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start_step: 2.5}]"],
-     "start_step must be int, got 2.5"),
+    (["data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start: 0.5}]"],
+     "no task with a positive weight starts at once"),
+    (["data.tasks=[{task: text, path: {recipes}/text, answer_len: 16, start: 1.5}]"],
+     "task start must be a fraction of the run in [0, 1), got [1.5]"),
 ])
 def test_train_refuses_bad_configs_and_writes_nothing(model_dir, recipes, tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"

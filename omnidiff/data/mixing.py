@@ -47,9 +47,25 @@ class TaskDataConfig:
     options: dict = field(default_factory=dict)  # task settings, e.g. {uncond_prob: 0.1} or {use_proprio: true}
     group: str = ""  # with data.group_by_task: tasks with the same group share batches (row by row, by weight);
     # "": a group of its own. Caption and VQA of one image set belong together (docs/ablations.md, section 15)
-    start_step: int = 0  # a curriculum: the task joins the mixture at this training step (before it, weight 0).
-    # Image-to-text tasks first, so the model learns to read pictures before other tasks share its steps
-    # (docs/ablations.md, section 16)
+    start: float = 0.0  # a curriculum: the task joins the mixture after this fraction of the run's steps (before
+    # it, weight 0), so a recipe shrunk with train.steps keeps its stages. Image-to-text tasks first, so the
+    # model learns to read pictures before other tasks share its steps (docs/ablations.md, section 16)
+
+
+def start_step(task: TaskDataConfig, steps: int) -> int:
+    """The training step at which ``task`` joins a run of ``steps`` steps (0 without a curriculum)."""
+    return int(task.start * steps)
+
+
+def check_starts(tasks: list[TaskDataConfig], steps: int) -> None:
+    """Refuse a curriculum that cannot run: a ``start`` outside [0, 1), or no task with a positive weight
+    drawn from the first step of a ``steps``-step run."""
+    starts = [t.start for t in tasks]
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1 for s in starts):
+        raise ValueError(f"task start must be a fraction of the run in [0, 1), got {starts}")
+    if sum(t.weight for t in tasks if start_step(t, steps) == 0) <= 0:
+        raise ValueError(f"no task with a positive weight starts at once (start {starts}); the first batches "
+                         "would have nothing to draw from")
 
 
 def task_with_options(name: str, options: dict):
@@ -119,8 +135,8 @@ class MixtureConfig:
     # first encodes nothing (tokenization/code_cache.py); 0: encode every time
     image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
     # model has an image encoder)
-    batches_per_step: int = 1  # batches one training step consumes per rank (the trainer sets grad_accum), so a
-    # task's start_step can be found from the batch index
+    batches_per_step: int = 1  # batches one training step consumes per rank (the trainer sets grad_accum) and
+    steps: int = 0  # the run's steps (the trainer sets train.steps): a task's start step is start * steps
 
 
 def batch_groups(tasks: list[TaskDataConfig]) -> list[np.ndarray]:
@@ -140,7 +156,7 @@ class _BatchMaker:
                                     world_size=world_size, shuffle_buffer=cfg.shuffle_buffer, worker=worker,
                                     num_workers=num_workers) for i, t in enumerate(cfg.tasks)]
         self.weights = np.array([t.weight for t in cfg.tasks], dtype=np.float64)
-        self.starts = np.array([t.start_step for t in cfg.tasks])
+        self.starts = np.array([start_step(t, cfg.steps) for t in cfg.tasks])
         self.groups = batch_groups(cfg.tasks)
         self.format_errors = 0
         self._iters = [iter(s) for s in self.streams]
@@ -179,7 +195,7 @@ class _BatchMaker:
         return image_pixels(self.toks, require(sample, "png", "jpg", "jpeg"))
 
     def probs(self, batch_index: int) -> np.ndarray:
-        """Each task's share of batch ``batch_index``: its weight once its ``start_step`` is reached, else 0."""
+        """Each task's share of batch ``batch_index``: its weight once its start step is reached, else 0."""
         weights = np.where(self.starts <= batch_index // self.cfg.batches_per_step, self.weights, 0.0)
         return weights / weights.sum()
 
@@ -240,12 +256,7 @@ class MixtureLoader:
         weights = [t.weight for t in cfg.tasks]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights}")
-        starts = [t.start_step for t in cfg.tasks]
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in starts):
-            raise ValueError(f"task start_step must be a whole number of steps >= 0, got {starts}")
-        if sum(w for w, s in zip(weights, starts, strict=True) if s == 0) <= 0:
-            raise ValueError(f"no task with a positive weight starts at step 0 (start_step {starts}); the first "
-                             "batches would have nothing to draw from")
+        check_starts(cfg.tasks, cfg.steps)
         if cfg.batches_per_step < 1:
             raise ValueError(f"batches_per_step must be >= 1, got {cfg.batches_per_step}")
         for t in cfg.tasks:

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from omnidiff.config import RunConfig, to_dict
-from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_task
+from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_starts, check_task
 from omnidiff.data.shards import split_shards
 from omnidiff.diffusion.losses import loss_inputs, training_loss
 from omnidiff.models.image_encoder import ImageEncoderConfig, ImageInputs
@@ -188,10 +188,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     toks = TokenizerSet.load(cfg.tokenizers)  # fail on bad paths before any process group forms
     for spec in [*cfg.data.tasks, *cfg.val_data]:  # and on answers that cannot fit their answer_len
         check_task(spec, toks)
-    late = [f"{t.task} ({t.path}) at {t.start_step}" for t in cfg.data.tasks if t.start_step >= cfg.train.steps]
-    if late:
-        raise ValueError(f"tasks that would start after the run's last step ({cfg.train.steps}): {', '.join(late)}; "
-                         "lower their data.tasks[].start_step or train longer")
+    check_starts(cfg.data.tasks, cfg.train.steps)  # and on a curriculum with nothing to draw at first
     val_specs = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
     for spec in [*cfg.data.tasks, *(val_specs if cfg.train.eval_every else [])]:
         split_shards(spec.path, spec.split)  # a missing dataset or split stops the run here, before it starts
@@ -231,7 +228,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
     if cfg.objective.attention == "block":  # the block pattern needs answers to start on a block boundary
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prefix_multiple=cfg.objective.block_size))
     loader = build_mixture_loader(dataclasses.replace(cfg.data, batch_size=micro,
-                                                      batches_per_step=cfg.distributed.grad_accum),
+                                                      batches_per_step=cfg.distributed.grad_accum,
+                                                      steps=cfg.train.steps),
                                   toks, vocab, rank=rank, world_size=world)
     loss_cfg = dataclasses.replace(cfg.objective, mask_id=vocab.mask_id, eos_id=vocab.eos_id)
     if cfg.objective.attention == "block" and any(t.answer_len % (cfg.objective.block_size or 1)

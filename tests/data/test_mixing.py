@@ -71,9 +71,9 @@ def test_tasks_of_one_group_share_batches_and_the_rest_stay_alone(datasets):
 
 
 @pytest.mark.parametrize("group_by_task,batches_per_step", [(True, 1), (False, 2)])
-def test_a_task_joins_at_its_start_step(datasets, group_by_task, batches_per_step):
-    cfg = mixture(datasets, group_by_task=group_by_task, batches_per_step=batches_per_step)
-    cfg.tasks = [cfg.tasks[0]] + [dataclasses.replace(t, start_step=5) for t in cfg.tasks[1:]]
+def test_a_task_joins_at_its_start(datasets, group_by_task, batches_per_step):
+    cfg = mixture(datasets, group_by_task=group_by_task, batches_per_step=batches_per_step, steps=20)
+    cfg.tasks = [cfg.tasks[0]] + [dataclasses.replace(t, start=0.25) for t in cfg.tasks[1:]]  # step 5 of 20
     tasks = [set(b["tasks"]) for b in itertools.islice(build_mixture_loader(cfg, TOKS, VOCAB), 40)]
     first = 5 * batches_per_step  # the first batch of step 5
     assert all(t == {"caption"} for t in tasks[:first])
@@ -81,13 +81,21 @@ def test_a_task_joins_at_its_start_step(datasets, group_by_task, batches_per_ste
 
 
 def test_a_curriculum_must_start_with_something(datasets):
-    cfg = mixture(datasets)
-    cfg.tasks = [dataclasses.replace(t, start_step=3) for t in cfg.tasks]
-    with pytest.raises(ValueError, match="starts at step 0"):
+    cfg = mixture(datasets, steps=20)
+    cfg.tasks = [dataclasses.replace(t, start=0.1) for t in cfg.tasks]
+    with pytest.raises(ValueError, match="starts at once"):
         build_mixture_loader(cfg, TOKS, VOCAB)
-    cfg.tasks[0] = dataclasses.replace(cfg.tasks[0], start_step=-1)
-    with pytest.raises(ValueError, match="start_step"):
-        build_mixture_loader(cfg, TOKS, VOCAB)
+    for bad in (-0.1, 1.0):
+        cfg.tasks[0] = dataclasses.replace(cfg.tasks[0], start=bad)
+        with pytest.raises(ValueError, match=r"start must be a fraction of the run in \[0, 1\)"):
+            build_mixture_loader(cfg, TOKS, VOCAB)
+
+
+def test_without_the_run_length_every_task_starts_at_once(datasets):
+    cfg = mixture(datasets)  # steps=0: a loader that is not a run's (the output prior's, a benchmark's)
+    cfg.tasks = [cfg.tasks[0]] + [dataclasses.replace(t, start=0.5) for t in cfg.tasks[1:]]
+    tasks = set().union(*(b["tasks"] for b in itertools.islice(build_mixture_loader(cfg, TOKS, VOCAB), 12)))
+    assert tasks == {"caption", "asr", "vla"}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
