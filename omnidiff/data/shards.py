@@ -216,3 +216,13 @@ class ShardStream:
                 raise ValueError(f"no readable samples in {len(self.shards)} shards ({self.shards[0]} ...): "
                                  f"rebuild the dataset")
             self.epoch, self.shard_cursor = self.epoch + 1, 0
+
+
+def read_split(directory: str | Path, split: str, num: int) -> list[dict]:
+    """The first ``num`` samples of a split in shard order, each at most once (a smaller split is read whole)."""
+    samples = []
+    for sample in ShardStream(split_shards(directory, split), shuffle=False):
+        if sample["__epoch__"] > 0 or len(samples) == num:  # the stream loops forever
+            break
+        samples.append(sample)
+    return samples

@@ -12,7 +12,6 @@ outputs (`omnidiff.eval.tasks`) and writes to ``RUN/results/`` (or ``--out``):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -27,15 +26,9 @@ def stream_name(task: str, path: str) -> str:
 
 
 def read_samples(path: str, split: str, num: int) -> list[dict]:
-    from omnidiff.data.shards import ShardStream, split_shards
+    from omnidiff.data.shards import read_split
 
-    stream = ShardStream(split_shards(path, split), shuffle=False)
-    samples = []
-    for sample in itertools.islice(iter(stream), num):
-        if sample["__epoch__"] > 0:  # the stream loops forever; a split smaller than num is read once
-            break
-        samples.append(sample)
-    return samples
+    return read_split(path, split, num)
 
 
 def image_grid(rows: list[list], cell: int = 64, pad: int = 2):

@@ -70,25 +70,25 @@ class TTSPipeline(DiffusionPipeline):
     def durations(self, texts: list[str], seconds, levels: int, length: int) -> list[int] | None:
         """Audio columns for each text (whole frames of ``levels`` codes, at most ``length - 1``), or None
         when neither ``seconds`` nor the model's speaking rate says how long to speak."""
-        tok = self.tokenizers.audio
-        rate = int(tok.config.sample_rate)
+        from omnidiff.tasks.speech_duration import estimated_seconds
+
         if seconds is not None:
             given = [seconds] * len(texts) if isinstance(seconds, (int, float)) else list(seconds)
             if len(given) != len(texts) or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
                                                    and math.isfinite(s) and s > 0 for s in given):
                 raise ValueError(f"seconds must be a positive number or one per text ({len(texts)}), got {seconds!r}")
-            columns = [tok.num_tokens(round(s * rate), rate, levels) for s in given]
-            if max(columns) > length - 1:
-                raise ValueError(f"{max(given)} s of speech is {max(columns)} audio tokens; the answer holds "
-                                 f"{length - 1}: pass a larger answer_len or fewer seconds")
-            return columns
-        if self.task_impl.speaking_rate is None:
+        elif self.task_impl.speaking_rate is not None:
+            given = [estimated_seconds(self.task_impl.speaking_rate, t) for t in texts]
+        else:
             return None
-        from omnidiff.tasks.speech_duration import estimated_seconds
-
-        longest = (length - 1) // levels * levels  # a long text is cut to what the answer holds
-        return [min(longest, tok.num_tokens(round(estimated_seconds(self.task_impl.speaking_rate, t) * rate), rate,
-                                            levels)) for t in texts]
+        tok = self.tokenizers.audio
+        rate = int(tok.config.sample_rate)
+        columns = [tok.num_tokens(round(s * rate), rate, levels) for s in given]
+        longest = (length - 1) // levels * levels
+        if seconds is not None and max(columns) > longest:
+            raise ValueError(f"{max(given)} s of speech is {max(columns)} audio tokens; the answer holds "
+                             f"{length - 1}: pass a larger answer_len or fewer seconds")
+        return [min(longest, c) for c in columns]  # an estimate for a long text is cut to what the answer holds
 
     def duration_layout(self, durations: list[int], length: int) -> torch.Tensor:
         """``answer_init`` rows: ``<mask>`` for each text's audio columns, then ``</audio>``, then ``<eos>``."""

@@ -11,7 +11,6 @@ fixing the total duration before decoding, from the text's length. Here the rule
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +43,10 @@ def fit_speaking_rate(texts: list[str], seconds: list[float]) -> tuple[float, fl
 
 def speaking_rate_of(path: str | Path, split: str = "train", limit: int = MAX_FIT_SAMPLES) -> tuple[float, float]:
     """The speaking rate fitted on the first ``limit`` utterances of a speech dataset's ``split``."""
-    from omnidiff.data.shards import ShardStream, split_shards
+    from omnidiff.data.shards import read_split
 
     texts, seconds = [], []
-    for sample in itertools.islice(ShardStream(split_shards(path, split), shuffle=False), limit):
-        if sample["__epoch__"] > 0:
-            break
+    for sample in read_split(path, split, limit):
         wav, text = sample.get("wav"), sample.get("txt")
         if isinstance(text, str) and text.strip() and isinstance(wav, dict):
             texts.append(text)

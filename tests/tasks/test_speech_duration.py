@@ -2,15 +2,15 @@
 
 import pytest
 
+from omnidiff.data.builder import write_split
 from omnidiff.tasks import get_task
 from omnidiff.tasks.speech_duration import (
-    check_speaking_rate,
     characters,
+    check_speaking_rate,
     estimated_seconds,
     fit_speaking_rate,
     speaking_rate_of,
 )
-from omnidiff.data.builder import write_split
 from tests.tasks.stubs import encode_for_shards, speech_sample
 
 
