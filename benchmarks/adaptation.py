@@ -16,6 +16,12 @@ prompt, then an answer of ``--answer-len`` tokens):
   (`generate` with the suffix given in ``answer_init``), the AR model continues greedily from the
   text before (all it can see without reordering). Scored by token accuracy and exact spans.
 
+- **samples**: the first ``--show`` prompts continued by the AR model (greedy) and by each diffusion
+  model (its pipeline's default sampler), ``--sample-len`` tokens each.
+- **the curve over training minutes** (``--run NAME=RUN_DIR``, repeatable): each run's validation ELBO
+  (the trainer's fixed masks, ``metrics.jsonl``) against its training minutes, next to the AR model's
+  exact NLL of the same split's first ``--num`` answers; drawn to ``--plot``.
+
 Prints a table and writes it (with samples) to ``--doc``; ``--json`` gets the headline numbers.
 """
 
@@ -123,6 +129,73 @@ def fim_scores(filled, cases) -> dict[str, float]:
             "exact": round(sum(float(r.all()) for r in right) / len(right), 4)}
 
 
+def val_curve(run_dir: str | Path) -> list[dict]:
+    """(step, training minutes, validation ELBO, its bound perplexity) of every validation row of a run."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{metrics} does not exist: --run takes a folder written by train.py")
+    minutes: dict[int, float] = {}
+    val: dict[int, float] = {}
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if "train_minutes" in row:
+            minutes[int(row["step"])] = float(row["train_minutes"])
+        if row.get("split") == "val" and "elbo" in row:
+            val[int(row["step"])] = float(row["elbo"])  # a resumed run's repeat of a step replaces the first
+    if not val:
+        raise ValueError(f"{metrics} has no validation rows: train with train.eval_every > 0")
+    curve = []
+    for step, elbo in sorted(val.items()):
+        logged = [m for s, m in minutes.items() if s <= step]
+        curve.append({"step": step, "minutes": round(max(logged), 2) if logged else None, "val_elbo": round(elbo, 4),
+                      "bound_perplexity": round(math.exp(elbo), 1)})
+    return curve
+
+
+def plot_curves(curves: dict[str, list[dict]], ar_nats: float, path: Path) -> None:
+    """Validation ELBO against training minutes, one line per run, the AR model's NLL as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from omnidiff.files import atomic_output
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        points = [(c["minutes"], c["val_elbo"]) for c in curve if c["minutes"] is not None]
+        ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=f"{name} (ELBO bound)")
+    ax.axhline(ar_nats, linestyle="--", color="gray", label="AR model (exact NLL)")
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("nats per answer token (validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+@torch.no_grad()
+def samples(ar, pipes: dict, pairs, show: int, length: int, seed: int) -> list[dict]:
+    """The first ``show`` prompts continued by the AR model (greedy) and by every diffusion model."""
+    first = next(iter(pipes.values()))
+    vocab, tok = first.vocab, first.tokenizers.text
+    out = []
+    for prompt, answer in pairs[:show]:
+        ids = local_text(vocab, prompt)[None]
+        gen = ar.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=length, min_new_tokens=length,
+                          do_sample=False, pad_token_id=0)
+        row = {"prompt": tok.decode(ids[0].tolist()), "reference": tok.decode_global(vocab, answer[:length]),
+               "AR": tok.decode(gen[0, ids.shape[1]:].tolist())}
+        for name, pipe in pipes.items():
+            answers, _ = pipe.decode([prompt], length, seed=seed)
+            row[name] = pipe.text_of(answers[0])
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ar", type=Path, required=True, help="HF causal LM folder (runs/pretrained/smollm2-135m)")
@@ -136,20 +209,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span", type=int, default=16)
     parser.add_argument("--tail", type=int, default=48, help="tokens after the span the diffusion models see")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--show", type=int, default=3, help="prompts continued by every model in the report")
+    parser.add_argument("--sample-len", type=int, default=48)
+    parser.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR: a training run's validation "
+                        "ELBO over its minutes (repeatable)")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "adaptation_curve.png")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "adaptation.md")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     try:
-        models = dict(m.split("=", 1) for m in args.model)
+        models, runs = (dict(m.split("=", 1) if "=" in m else (m, "") for m in given) for given in (args.model, args.run))
         if not models or any(not v for v in models.values()):
             raise ValueError("give at least one --model NAME=MODEL_DIR")
-        return run(args, models)
+        if any(not v for v in runs.values()):
+            raise ValueError(f"--run takes NAME=RUN_DIR, got {args.run}")
+        return run(args, models, {name: val_curve(path) for name, path in runs.items()})
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run(args, models: dict[str, str]) -> int:
+def run(args, models: dict[str, str], curves: dict[str, list[dict]]) -> int:
     from transformers import AutoModelForCausalLM
 
     from omnidiff.pipelines import TextPipeline
@@ -173,6 +254,12 @@ def run(args, models: dict[str, str]) -> int:
         fim = fim_scores(diffusion_fill(pipe, cases, args.seed), cases)
         rows.append({"model": name, "nats_per_token": round(nll / count, 4), "perplexity": round(math.exp(nll / count), 3),
                      "bound": True, "fim": fim, "seconds": round(time.perf_counter() - start, 1)})
+    shown = samples(ar, pipes, pairs, args.show, args.sample_len, args.seed) if args.show > 0 else []
+    ar_val = None
+    if curves:
+        val_nll, val_count = ar_nll(ar, first.vocab, held_out(first, args.data, args.num, args.answer_len, "val"))
+        ar_val = round(val_nll / val_count, 4)
+        plot_curves(curves, ar_val, args.plot)
     table = ["| model | nats/token | perplexity | FIM token accuracy | FIM exact spans |", "|---|---|---|---|---|"]
     for r in rows:
         kind = " (ELBO bound)" if r["bound"] else " (exact)"
@@ -185,13 +272,48 @@ def run(args, models: dict[str, str]) -> int:
     text = "\n".join(table)
     print(setting)
     print(text)
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/adaptation.py " + " ".join(sys.argv[1:])
-    args.doc.write_text(f"# AR against diffusion on the same held-out text\n\n`{command}`\n\n{setting}.\n\n{text}\n")
+    command = "python benchmarks/adaptation.py " + " ".join(args.argv)
+    doc = f"# AR against diffusion on the same held-out text\n\n`{command}`\n\n{setting}.\n\n{text}\n"
+    doc += curve_section(curves, ar_val, args) + samples_section(shown, args.sample_len)
+    write_text(args.doc, doc)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"setting": setting, "rows": rows}, indent=2) + "\n")
+        headline = {"setting": setting, "rows": rows, "samples": shown}
+        if curves:
+            headline["curves"] = {"ar_val_nats_per_token": ar_val, **curves}
+        write_text(args.json, json.dumps(headline, indent=2) + "\n")
     return 0
+
+
+def write_text(path: Path, text: str) -> None:
+    from omnidiff.files import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def curve_section(curves: dict[str, list[dict]], ar_val: float | None, args) -> str:
+    if not curves:
+        return ""
+    lines = ["", "## Validation ELBO over training minutes", "",
+             f"The trainer's validation ELBO (nats per answer token, its fixed masks) of each run; the AR model's exact "
+             f"NLL of the first {args.num} answers of the same (val) split: **{ar_val:.3f}** (perplexity "
+             f"{math.exp(ar_val):.1f}). Drawn in `{args.plot.name}`.", "",
+             "| run | step | training minutes | val ELBO | bound perplexity |", "|---|---|---|---|---|"]
+    for name, curve in curves.items():
+        lines += [f"| {name} | {c['step']} | {c['minutes']} | {c['val_elbo']:.3f} | {c['bound_perplexity']} |" for c in curve]
+    return "\n".join(lines) + "\n"
+
+
+def samples_section(shown: list[dict], length: int) -> str:
+    if not shown:
+        return ""
+    lines = ["", f"## Samples ({length} tokens; AR greedy, diffusion models with their default sampler)", ""]
+    for i, row in enumerate(shown):
+        lines += [f"### Prompt {i + 1}", ""]
+        lines += [f"- **{key}**: {json.dumps(value, ensure_ascii=False)}" for key, value in row.items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,17 @@ With a trained checkpoint it also measures quality on 16 test prompts: the model
 per token, Monte-Carlo) of each method's answers, (d)'s and (d')'s token agreement with (b), and a
 threshold sweep. Writes docs/benchmarks/decode.md (random init) or decode_trained.md (checkpoint).
 
+``--ar-model DIR`` (with ``--checkpoint``) makes (a) a real pretrained causal LM whose text vocabulary
+is the checkpoint's, e.g. SmolLM2 against its diffusion adaptation:
+
+    python benchmarks/decode_speed.py --checkpoint runs/adapt_smollm2/model --ar-model runs/pretrained/smollm2-135m \
+        --tokenizer runs/pretrained/smollm2-135m --data runs/data/text_long --methods c,d
+
+Prompts reach it as its own token ids; quality is then the likelihood of each method's answers under
+that AR model (nats per content token) and their agreement with (b)/(c) and with its greedy answers.
+A checkpoint trained with ``shift`` decodes with it (rows whose cache cannot shift are dropped).
+Every run also measures this machine's memory read bandwidth and the AR bandwidth floor.
+
 ``--run RUN [--ar-run AR_RUN] [--task caption:shapes,...]`` instead measures every task of a trained
 run with the task's own quality metric, against its AR twin (`benchmarks/task_decode.py`).
 """
@@ -38,13 +49,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from task_decode import bytes_per_ar_step, read_bandwidth  # noqa: E402
 
 from omnidiff.models.layers import AttentionSpec  # noqa: E402
 from omnidiff.models.presets import preset_config  # noqa: E402
 from omnidiff.models.transformer import Transformer  # noqa: E402
-from omnidiff.sampling import SamplerConfig, generate  # noqa: E402
+from omnidiff.sampling import SamplerConfig, generate, left_pad  # noqa: E402
 from omnidiff.tokenization.vocab import Vocab  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -73,16 +86,110 @@ def llama_twin(cfg):
     return LlamaForCausalLM(lc).eval()
 
 
+AR_NAME = "a: HF Llama generate (AR, KV cache)"
+METHOD_KEYS = {"b": B_NAME, "c": "c: + exact prefix cache", "d": D_NAME, "d'": DUAL_NAME, "e": E_NAME}
+
+
+def pick_methods(keys: str | None, shift: bool) -> dict[str, SamplerConfig]:
+    """The methods named by ``keys`` ("c,d"; all by default), with ``shift`` for AR-adapted checkpoints
+    (whose logits at column i predict token i + 1): only the no-cache and prefix-cache rows can shift."""
+    wanted = [k.strip() for k in keys.split(",")] if keys else list(METHOD_KEYS)
+    unknown = [k for k in wanted if k not in METHOD_KEYS]
+    if unknown:
+        raise SystemExit(f"error: unknown --methods {unknown}; choose from {', '.join(METHOD_KEYS)}")
+    methods = {METHOD_KEYS[k]: METHODS[METHOD_KEYS[k]] for k in wanted}
+    if shift:
+        methods = {n: replace(c, shift=True) for n, c in methods.items() if c.cache in ("none", "prefix")}
+    if not methods:
+        raise SystemExit(f"error: none of --methods {keys} can decode a shifted (AR-adapted) model; use b, c or d")
+    return methods
+
+
+def checkpoint_shift(checkpoint: str | None) -> bool:
+    """Whether the checkpoint was trained with ``shift`` (its exported generation settings)."""
+    from omnidiff.pipelines.base import GENERATION_FILE
+
+    settings = Path(checkpoint or "") / GENERATION_FILE
+    return bool(checkpoint) and settings.exists() and bool(json.loads(settings.read_text()).get("shift", False))
+
+
+def load_ar(folder: str, vocab):
+    """A pretrained HF causal LM whose vocabulary is our text range, row for row."""
+    from transformers import AutoModelForCausalLM
+
+    if not (Path(folder) / "config.json").exists():
+        raise SystemExit(f"error: --ar-model {folder} is not a Hugging Face model folder (no config.json); "
+                         "for SmolLM2 run `make smollm2`")
+    ar = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    if ar.config.vocab_size != vocab.range("text").size:
+        raise SystemExit(f"error: --ar-model has a vocabulary of {ar.config.vocab_size}, the checkpoint's text range "
+                         f"{vocab.range('text').size}: give the model the checkpoint was adapted from")
+    return ar
+
+
+def text_ids(vocab, ids: torch.Tensor) -> torch.Tensor:
+    """The text tokens of global ``ids`` as the text tokenizer's own ids (specials such as <bos> dropped)."""
+    text = vocab.range("text")
+    keep = (ids >= text.offset) & (ids < text.end)
+    return ids[keep] - text.offset
+
+
+@torch.no_grad()
+def ar_judge(ar, vocab, prompts: list[torch.Tensor], answers: torch.Tensor) -> tuple[float, int]:
+    """Mean NLL (nats) per token of each answer's text before its first <eos>, under the AR model given the
+    prompt, and the number of tokens judged."""
+    total, count = 0.0, 0
+    for prompt, answer in zip(prompts, answers, strict=True):
+        eos = (answer == vocab.eos_id).nonzero()
+        a = text_ids(vocab, answer[: int(eos[0]) if eos.numel() else answer.numel()])
+        if not a.numel():
+            continue
+        p = text_ids(vocab, prompt)
+        logits = ar(torch.cat([p, a])[None]).logits[0, p.numel() - 1:-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, a, reduction="sum"))
+        count += a.numel()
+    return total / max(count, 1), count
+
+
+def ar_quality(model, ar, vocab, pairs, answer_len: int, methods: dict[str, SamplerConfig],
+               thresholds=(0.5, 0.7, 0.9)) -> dict:
+    """Each method's answers judged by the pretrained AR model, beside the AR model's own greedy answers."""
+    prompts = [p for p, _ in pairs]
+    greedy = ar_generate(ar, [text_ids(vocab, p) for p in prompts], answer_len) + vocab.range("text").offset
+    configs = {n: c for n, c in methods.items() if c.strategy != "threshold"}
+    threshold_cfg = next((c for c in methods.values() if c.strategy == "threshold"), None)
+    if threshold_cfg is not None:
+        configs.update({f"d, tau {tau}": replace(threshold_cfg, threshold=tau) for tau in thresholds})
+    rows, base = [], None
+    for name, tokens, cfg in [("a: AR greedy", greedy, None)] + [(n, None, c) for n, c in configs.items()]:
+        stats = {"nfe": answer_len, "tokens_per_step": 1.0}
+        if cfg is not None:
+            out = generate(model, prompts, answer_len=answer_len, vocab=vocab, config=cfg)
+            tokens, stats = out.tokens, out.stats
+            base = tokens if base is None else base
+        nll, judged = ar_judge(ar, vocab, prompts, tokens)
+        rows.append({"method": name, "answer_len": answer_len, "prompts": len(prompts), "ar_nll": nll,
+                     "tokens_judged": judged, "content_tokens": content_length(tokens, vocab.eos_id),
+                     "agreement_with_ar": float((tokens == greedy).float().mean()),
+                     "agreement_with_first": None if base is None else float((tokens == base).float().mean()),
+                     "tokens_per_step": stats["tokens_per_step"], "nfe": stats["nfe"]})
+        print(f"quality {name:16s} AR nll {nll:.3f} ({judged} tokens)  agree AR {rows[-1]['agreement_with_ar']:.3f}  "
+              f"tok/step {rows[-1]['tokens_per_step']:.2f}", flush=True)
+    return {"answer_len": answer_len, "prompts": len(prompts), "first": next(iter(configs)), "rows": rows}
+
+
+@torch.no_grad()
+def ar_generate(llama, prompts: list[torch.Tensor], answer_len: int) -> torch.Tensor:
+    """[B, answer_len] greedy continuations (the AR model's own ids), prompts left-padded."""
+    ids, real = left_pad(prompts, 0)
+    out = llama.generate(input_ids=ids, attention_mask=real.long(), max_new_tokens=answer_len,
+                         min_new_tokens=answer_len, do_sample=False, use_cache=True, pad_token_id=0)
+    return out[:, ids.shape[1]:]
+
+
 def run_ar(llama, prompts: list[torch.Tensor], answer_len: int) -> dict:
-    P = max(p.numel() for p in prompts)
-    ids = torch.zeros(len(prompts), P, dtype=torch.long)
-    att = torch.zeros(len(prompts), P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - p.numel():], att[i, P - p.numel():] = p, 1
     start = time.perf_counter()
-    with torch.no_grad():
-        llama.generate(input_ids=ids, attention_mask=att, max_new_tokens=answer_len, min_new_tokens=answer_len,
-                       do_sample=False, use_cache=True)
+    ar_generate(llama, prompts, answer_len)
     wall = time.perf_counter() - start
     return {"nfe": answer_len, "tokens_per_forward": 1.0, "tokens_per_s": len(prompts) * answer_len / wall,
             "wall_time_s": wall, "content_tokens": float(answer_len)}
@@ -140,7 +247,7 @@ def load_prompts(args, vocab, n: int, skip: int = 0) -> list[tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, repeats: int = 5) -> dict:
+def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, to_ar=lambda p: p, repeats: int = 5) -> dict:
     """Median ms of one forward of each kind the samplers make, next to one AR decoding step."""
     P = prompt.numel()
     cache = model.new_cache()
@@ -164,7 +271,7 @@ def forward_costs(model, llama, prompt: torch.Tensor, answer_len: int, repeats: 
             times[name].append(1000 * (time.perf_counter() - start))
     out = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     steps = 64
-    ar = run_ar(llama, [prompt], steps)
+    ar = run_ar(llama, [to_ar(prompt)], steps)
     out["AR step (HF generate, per token)"] = 1000 * ar["wall_time_s"] / steps
     return out
 
@@ -208,42 +315,16 @@ def quality(model, vocab, pairs, answer_len: int, block_model=None, thresholds=(
     return {"answer_len": answer_len, "prompts": len(prompts), "rows": rows}
 
 
-def main() -> None:
-    if any(a == "--run" or a.startswith(("--task", "--run=")) for a in sys.argv[1:]):  # the per-task table
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from task_decode import main as task_main
-
-        raise SystemExit(task_main(sys.argv[1:]))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64-token answers, batch 1 only")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--checkpoint", help="an OmniDiffModel folder (e.g. runs/text_recipe/model)")
-    parser.add_argument("--block-checkpoint", help="a model of the same size trained with block attention, for (e) "
-                        "(e.g. runs/text_block/model); default: (e) runs on --checkpoint, for speed only")
-    parser.add_argument("--tokenizer", help="text tokenizer folder, for real prompts")
-    parser.add_argument("--data", help="text dataset folder, for real prompts (test split)")
-    parser.add_argument("--quality-len", type=int, default=256, help="answer length of the quality section")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    for name, path in (("--checkpoint", args.checkpoint), ("--block-checkpoint", args.block_checkpoint),
-                       ("--tokenizer", args.tokenizer), ("--data", args.data)):
-        if path and not Path(path).exists():
-            raise SystemExit(f"error: {name} {path} does not exist")
-
-    model, vocab = load_model(args)
-    block_model = load_model(args, args.block_checkpoint)[0] if args.block_checkpoint else None
-    if block_model is not None and block_model.cfg != model.cfg:
-        raise SystemExit("error: --block-checkpoint must have the same model config (size, vocabulary) as --checkpoint")
-    llama = llama_twin(model.cfg)
+def speed_rows(args, model, block_model, vocab, llama, methods, to_ar) -> list[dict]:
+    """(a) and every method at each (answer length, batch) setting, interleaved so load hits them alike."""
     settings = [(64, 1)] if args.quick else [(64, 1), (64, 8), (256, 1), (256, 8)]
     rows = []
     for answer_len, batch in settings:
         prompts = [p for p, _ in load_prompts(args, vocab, batch)]
-        run_ar(llama, prompts[:1], 4)  # warm-up
-        ar = run_ar(llama, prompts, answer_len)
-        rows.append({"method": "a: HF Llama generate (AR, KV cache)", "answer_len": answer_len, "batch": batch, **ar,
-                     "ratio_to_ar": 1.0})
-        for name, cfg in METHODS.items():
+        run_ar(llama, [to_ar(p) for p in prompts[:1]], 4)  # warm-up
+        ar = run_ar(llama, [to_ar(p) for p in prompts], answer_len)
+        rows.append({"method": AR_NAME, "answer_len": answer_len, "batch": batch, **ar, "ratio_to_ar": 1.0})
+        for name, cfg in methods.items():
             out = generate(model_for(cfg, model, block_model), prompts, answer_len=answer_len, vocab=vocab, config=cfg)
             st = out.stats
             rows.append({"method": name, "answer_len": answer_len, "batch": batch, "nfe": st["nfe"],
@@ -252,18 +333,79 @@ def main() -> None:
                          "content_tokens": content_length(out.tokens, vocab.eos_id)})
             print(f"{answer_len:4d} x{batch} {name:40s} nfe {st['nfe']:4d}  {st['tokens_per_s']:8.1f} tok/s  "
                   f"{rows[-1]['ratio_to_ar']:.2f}x AR  content {rows[-1]['content_tokens']:.0f}", flush=True)
-    long_len = 64 if args.quick else 256
-    costs = forward_costs(model, llama, load_prompts(args, vocab, 1)[0][0], long_len)
-    qual = quality(model, vocab, load_prompts(args, vocab, 16, skip=8), args.quality_len, block_model
-                   ) if args.checkpoint else None
+    return rows
 
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64-token answers, batch 1 only")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--checkpoint", help="an OmniDiffModel folder (e.g. runs/text_recipe/model)")
+    parser.add_argument("--block-checkpoint", help="a model of the same size trained with block attention, for (e) "
+                        "(e.g. runs/text_block/model); default: (e) runs on --checkpoint, for speed only")
+    parser.add_argument("--ar-model", help="a pretrained HF causal LM sharing the checkpoint's text vocabulary, as (a) "
+                        "and as the quality judge (e.g. runs/pretrained/smollm2-135m)")
+    parser.add_argument("--methods", help="comma-separated subset of b,c,d,d',e (default: all that apply)")
+    parser.add_argument("--tokenizer", help="text tokenizer folder, for real prompts")
+    parser.add_argument("--data", help="text dataset folder, for real prompts (test split)")
+    parser.add_argument("--quality-len", type=int, default=256, help="answer length of the quality section")
+    parser.add_argument("--quality-prompts", type=int, default=16, help="test prompts of the quality section")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--doc", type=Path, help="the page to write (default: docs/benchmarks/decode.md, "
+                        "decode_trained.md with --checkpoint, decode_adapted.md with --ar-model)")
+    args = parser.parse_args()
+    for name, path in (("--checkpoint", args.checkpoint), ("--block-checkpoint", args.block_checkpoint),
+                       ("--tokenizer", args.tokenizer), ("--data", args.data), ("--ar-model", args.ar_model)):
+        if path and not Path(path).exists():
+            raise SystemExit(f"error: {name} {path} does not exist")
+    if args.ar_model and not args.checkpoint:
+        raise SystemExit("error: --ar-model needs --checkpoint (the diffusion model adapted from it)")
+    return args
+
+
+def main() -> None:
+    if any(a == "--run" or a.startswith(("--task", "--run=")) for a in sys.argv[1:]):  # the per-task table
+        from task_decode import main as task_main
+
+        raise SystemExit(task_main(sys.argv[1:]))
+    args = parse_args()
+    model, vocab = load_model(args)
+    block_model = load_model(args, args.block_checkpoint)[0] if args.block_checkpoint else None
+    if block_model is not None and block_model.cfg != model.cfg:
+        raise SystemExit("error: --block-checkpoint must have the same model config (size, vocabulary) as --checkpoint")
+    methods = pick_methods(args.methods, checkpoint_shift(args.checkpoint))
+    llama = load_ar(args.ar_model, vocab) if args.ar_model else llama_twin(model.cfg)
+    to_ar = (lambda p: text_ids(vocab, p)) if args.ar_model else (lambda p: p)
+    rows = speed_rows(args, model, block_model, vocab, llama, methods, to_ar)
+    long_len = 64 if args.quick else 256
+    costs = forward_costs(model, llama, load_prompts(args, vocab, 1)[0][0], long_len, to_ar)
+    floor = {"bandwidth_bytes_per_s": read_bandwidth(), "ar_step_bytes": bytes_per_ar_step(model)}
+    pairs = load_prompts(args, vocab, args.quality_prompts, skip=8) if args.checkpoint else None
+    if args.ar_model:
+        qual = ar_quality(model, llama, vocab, pairs, args.quality_len, methods)
+    else:
+        qual = quality(model, vocab, pairs, args.quality_len, block_model) if pairs else None
+    lines = report(args, rows, costs, floor, qual, long_len)
+    out_doc = args.doc or DOCS / ("decode_adapted.md" if args.ar_model else "decode_trained.md" if args.checkpoint
+                                  else "decode.md")
+    out_doc.parent.mkdir(parents=True, exist_ok=True)
+    out_doc.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        extra = {"forward_ms": costs, **floor, **({"quality": qual} if qual else {})}
+        args.json.with_suffix(".details.json").write_text(json.dumps(extra, indent=2))
+
+
+def report(args, rows, costs, floor, qual, long_len) -> list[str]:
+    """The page: speed table, where the time goes, the AR bandwidth floor, quality."""
     model_name = args.checkpoint or f"{args.preset} (random init)"
     if args.block_checkpoint:
         model_name += f"; (e) on {args.block_checkpoint}"
-    cmd = "python benchmarks/decode_speed.py" + (" --quick" if args.quick else "") + (
-        f" --checkpoint {args.checkpoint}" if args.checkpoint else "") + (
-        f" --block-checkpoint {args.block_checkpoint}" if args.block_checkpoint else "") + (
-        f" --tokenizer {args.tokenizer} --data {args.data}" if args.data else "")
+    if args.ar_model:
+        model_name += f"; (a) is {args.ar_model} itself"
+    cmd = "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])
     lines = ["# Decoding speed", "", f"`{cmd}` — model: {model_name}, fp32 CPU, {torch.get_num_threads()} threads.", "",
              "tokens/s counts every answer column (<eos> padding included); *content* is the mean number of columns "
              "before the first <eos> ((a) always writes all of them).", "",
@@ -274,12 +416,32 @@ def main() -> None:
                      f"{r['tokens_per_s']:.1f} | {r['ratio_to_ar']:.2f}x | {r['content_tokens']:.0f} |")
     ar_ms = costs["AR step (HF generate, per token)"]
     full_ms = costs["prefix-cached forward over the whole answer, logits for one block (c, d)"]
+    block_ms = costs["one block against a cache (e, d' after its first step)"]
     lines += ["", f"## Where the time goes ({long_len}-token answer, batch 1, median of 5)", "",
               "| forward | ms | AR steps it costs |", "|---|---|---|"]
     lines += [f"| {k} | {v:.2f} | {v / ar_ms:.1f} |" for k, v in costs.items()]
     lines += ["", f"(d) reaches 2.5x AR only if it commits at least 2.5 x {full_ms:.2f} / {ar_ms:.2f} = "
-              f"**{2.5 * full_ms / ar_ms:.1f} tokens per forward** on average (ignoring its sampling overhead)."]
-    if qual:
+              f"**{2.5 * full_ms / ar_ms:.1f} tokens per forward** on average (ignoring its sampling overhead); "
+              f"a sampler forwarding one {BLOCK}-token block against a cache needs {2.5 * block_ms / ar_ms:.1f}."]
+    floor_ms = 1000 * floor["ar_step_bytes"] / floor["bandwidth_bytes_per_s"]
+    lines += ["", "## The AR bandwidth floor (measured in this run)", "",
+              f"Memory read bandwidth **{floor['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s** (best of 5 sums over 1 GiB). "
+              f"One AR step at batch 1 reads {floor['ar_step_bytes'] / 1e6:.1f} MB of weights, so no AR decoder of this "
+              f"model can take less than **{floor_ms:.2f} ms per token** here ({1000 / floor_ms:.0f} tokens/s); the "
+              f"measured AR step above is {ar_ms:.2f} ms ({ar_ms / floor_ms:.1f}x the floor). A diffusion row above "
+              f"{1000 / floor_ms:.0f} tokens/s at batch 1 is faster than any possible AR decoder of this model here."]
+    if qual and args.ar_model:
+        lines += ["", f"## Quality judged by the AR model ({qual['prompts']} test prompts, {qual['answer_len']}-token "
+                  "answers)", "",
+                  "NLL under the AR model (nats per token of each answer's text before its first <eos>; lower = more "
+                  "likely), tokens judged, agreement (same token in the same column) with the AR model's greedy answers "
+                  "and with the first diffusion row, content length, tokens committed per step.", "",
+                  "| method | AR NLL | tokens judged | agreement with AR greedy | agreement with first row | content | "
+                  "tokens/step |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['ar_nll']:.3f} | {r['tokens_judged']} | {100 * r['agreement_with_ar']:.1f}% | "
+                  f"{'-' if r['agreement_with_first'] is None else format(100 * r['agreement_with_first'], '.1f') + '%'} | "
+                  f"{r['content_tokens']:.1f} | {r['tokens_per_step']:.2f} |" for r in qual["rows"]]
+    elif qual:
         lines += ["", f"## Quality ({qual['prompts']} test prompts, {qual['answer_len']}-token answers)", "",
                   "Model ELBO of each method's answers (nats/token, lower = more likely under the model), relative to "
                   "(b); token agreement with (b); tokens matching the reference continuation (over its text columns); "
@@ -290,15 +452,7 @@ def main() -> None:
         lines += [f"| {r['method']} | {r['elbo']:.3f} | {100 * r['elbo_vs_b']:+.1f}% | {100 * r['agreement_with_b']:.1f}% | "
                   f"{100 * r['reference_match']:.1f}% | {r['content_tokens']:.1f} | {r['tokens_per_step']:.2f} |"
                   for r in qual["rows"]]
-    out_doc = DOCS / ("decode_trained.md" if args.checkpoint else "decode.md")
-    out_doc.parent.mkdir(parents=True, exist_ok=True)
-    out_doc.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-        extra = {"forward_ms": costs, **({"quality": qual} if qual else {})}
-        args.json.with_suffix(".details.json").write_text(json.dumps(extra, indent=2))
+    return lines
 
 
 if __name__ == "__main__":
