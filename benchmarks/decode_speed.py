@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from adaptation import ar_nll, local_text  # noqa: E402
 from task_decode import bytes_per_ar_step, read_bandwidth  # noqa: E402
 
 from omnidiff.models.layers import AttentionSpec  # noqa: E402
@@ -127,27 +128,16 @@ def load_ar(folder: str, vocab):
     return ar
 
 
-def text_ids(vocab, ids: torch.Tensor) -> torch.Tensor:
-    """The text tokens of global ``ids`` as the text tokenizer's own ids (specials such as <bos> dropped)."""
-    text = vocab.range("text")
-    keep = (ids >= text.offset) & (ids < text.end)
-    return ids[keep] - text.offset
-
-
-@torch.no_grad()
 def ar_judge(ar, vocab, prompts: list[torch.Tensor], answers: torch.Tensor) -> tuple[float, int]:
     """Mean NLL (nats) per token of each answer's text before its first <eos>, under the AR model given the
-    prompt, and the number of tokens judged."""
-    total, count = 0.0, 0
+    prompt, and the number of tokens judged (`adaptation.ar_nll` on the trimmed answers)."""
+    pairs = []
     for prompt, answer in zip(prompts, answers, strict=True):
         eos = (answer == vocab.eos_id).nonzero()
-        a = text_ids(vocab, answer[: int(eos[0]) if eos.numel() else answer.numel()])
-        if not a.numel():
-            continue
-        p = text_ids(vocab, prompt)
-        logits = ar(torch.cat([p, a])[None]).logits[0, p.numel() - 1:-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits, a, reduction="sum"))
-        count += a.numel()
+        answer = answer[: int(eos[0]) if eos.numel() else answer.numel()]
+        if local_text(vocab, answer).numel():
+            pairs.append((prompt, answer))
+    total, count = ar_nll(ar, vocab, pairs)
     return total / max(count, 1), count
 
 
@@ -155,7 +145,7 @@ def ar_quality(model, ar, vocab, pairs, answer_len: int, methods: dict[str, Samp
                thresholds=(0.5, 0.7, 0.9)) -> dict:
     """Each method's answers judged by the pretrained AR model, beside the AR model's own greedy answers."""
     prompts = [p for p, _ in pairs]
-    greedy = ar_generate(ar, [text_ids(vocab, p) for p in prompts], answer_len) + vocab.range("text").offset
+    greedy = ar_generate(ar, [local_text(vocab, p) for p in prompts], answer_len) + vocab.range("text").offset
     configs = {n: c for n, c in methods.items() if c.strategy != "threshold"}
     threshold_cfg = next((c for c in methods.values() if c.strategy == "threshold"), None)
     if threshold_cfg is not None:
@@ -375,7 +365,7 @@ def main() -> None:
         raise SystemExit("error: --block-checkpoint must have the same model config (size, vocabulary) as --checkpoint")
     methods = pick_methods(args.methods, checkpoint_shift(args.checkpoint))
     llama = load_ar(args.ar_model, vocab) if args.ar_model else llama_twin(model.cfg)
-    to_ar = (lambda p: text_ids(vocab, p)) if args.ar_model else (lambda p: p)
+    to_ar = (lambda p: local_text(vocab, p)) if args.ar_model else (lambda p: p)
     rows = speed_rows(args, model, block_model, vocab, llama, methods, to_ar)
     long_len = 64 if args.quick else 256
     costs = forward_costs(model, llama, load_prompts(args, vocab, 1)[0][0], long_len, to_ar)
