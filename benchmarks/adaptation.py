@@ -89,6 +89,17 @@ def diffusion_nll(pipe, pairs, samples: int, seed: int) -> tuple[float, int]:
     return float(-out.log_likelihood.sum()), sum(a.numel() for _, a in pairs)
 
 
+@torch.no_grad()
+def ar_generate(ar, prompts: list[torch.Tensor], answer_len: int) -> torch.Tensor:
+    """[B, answer_len] greedy continuations of the AR model (its own ids), prompts left-padded."""
+    from omnidiff.sampling import left_pad
+
+    ids, real = left_pad(prompts, 0)
+    out = ar.generate(input_ids=ids, attention_mask=real.long(), max_new_tokens=answer_len,
+                      min_new_tokens=answer_len, do_sample=False, use_cache=True, pad_token_id=0)
+    return out[:, ids.shape[1]:]
+
+
 def fim_cases(pairs, start: int, span: int, tail: int):
     """(prompt + answer[:start], hidden span, the tail after it) for answers long enough."""
     cases = []
@@ -152,29 +163,16 @@ def val_curve(run_dir: str | Path) -> list[dict]:
     return curve
 
 
-def plot_curves(curves: dict[str, list[dict]], ar_nats: float, path: Path) -> None:
-    """Validation ELBO against training minutes, one line per run, the AR model's NLL as a dashed line."""
-    import matplotlib
+def plot_val_curves(curves: dict[str, list[dict]], ar_nats: float, path: Path) -> None:
+    """Validation ELBO against training minutes, one line per run and the AR model's NLL as a flat line,
+    drawn by the learning-curve plotter of `omnidiff.eval.curves`."""
+    from omnidiff.eval.curves import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from omnidiff.files import atomic_output
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():
-        points = [(c["minutes"], c["val_elbo"]) for c in curve if c["minutes"] is not None]
-        ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=f"{name} (ELBO bound)")
-    ax.axhline(ar_nats, linestyle="--", color="gray", label="AR model (exact NLL)")
-    ax.set_xlabel("training minutes")
-    ax.set_ylabel("nats per answer token (validation)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    lines = {name: [(c["minutes"], c["val_elbo"]) for c in curve if c["minutes"] is not None]
+             for name, curve in curves.items()}
+    end = max(m for points in lines.values() for m, _ in points)
+    lines["AR model (exact NLL)"] = [(0.0, ar_nats), (end, ar_nats)]
+    plot_curves({"val nats/token (diffusion: ELBO bound)": lines}, path)
 
 
 @torch.no_grad()
@@ -184,11 +182,9 @@ def samples(ar, pipes: dict, pairs, show: int, length: int, seed: int) -> list[d
     vocab, tok = first.vocab, first.tokenizers.text
     out = []
     for prompt, answer in pairs[:show]:
-        ids = local_text(vocab, prompt)[None]
-        gen = ar.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=length, min_new_tokens=length,
-                          do_sample=False, pad_token_id=0)
-        row = {"prompt": tok.decode(ids[0].tolist()), "reference": tok.decode_global(vocab, answer[:length]),
-               "AR": tok.decode(gen[0, ids.shape[1]:].tolist())}
+        ids = local_text(vocab, prompt)
+        row = {"prompt": tok.decode(ids.tolist()), "reference": tok.decode_global(vocab, answer[:length]),
+               "AR": tok.decode(ar_generate(ar, [ids], length)[0].tolist())}
         for name, pipe in pipes.items():
             answers, _ = pipe.decode([prompt], length, seed=seed)
             row[name] = pipe.text_of(answers[0])
@@ -233,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, models: dict[str, str], curves: dict[str, list[dict]]) -> int:
     from transformers import AutoModelForCausalLM
 
+    from omnidiff.files import atomic_write_text
     from omnidiff.pipelines import TextPipeline
 
     if not (args.ar / "config.json").exists():
@@ -259,7 +256,7 @@ def run(args, models: dict[str, str], curves: dict[str, list[dict]]) -> int:
     if curves:
         val_nll, val_count = ar_nll(ar, first.vocab, held_out(first, args.data, args.num, args.answer_len, "val"))
         ar_val = round(val_nll / val_count, 4)
-        plot_curves(curves, ar_val, args.plot)
+        plot_val_curves(curves, ar_val, args.plot)
     table = ["| model | nats/token | perplexity | FIM token accuracy | FIM exact spans |", "|---|---|---|---|---|"]
     for r in rows:
         kind = " (ELBO bound)" if r["bound"] else " (exact)"
@@ -275,21 +272,13 @@ def run(args, models: dict[str, str], curves: dict[str, list[dict]]) -> int:
     command = "python benchmarks/adaptation.py " + " ".join(args.argv)
     doc = f"# AR against diffusion on the same held-out text\n\n`{command}`\n\n{setting}.\n\n{text}\n"
     doc += curve_section(curves, ar_val, args) + samples_section(shown, args.sample_len)
-    write_text(args.doc, doc)
+    atomic_write_text(args.doc, doc)
     if args.json:
         headline = {"setting": setting, "rows": rows, "samples": shown}
         if curves:
             headline["curves"] = {"ar_val_nats_per_token": ar_val, **curves}
-        write_text(args.json, json.dumps(headline, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(headline, indent=2) + "\n")
     return 0
-
-
-def write_text(path: Path, text: str) -> None:
-    from omnidiff.files import atomic_output
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 def curve_section(curves: dict[str, list[dict]], ar_val: float | None, args) -> str:

@@ -52,13 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from adaptation import ar_nll, local_text  # noqa: E402
+from adaptation import ar_generate, ar_nll, local_text  # noqa: E402
 from task_decode import bytes_per_ar_step, read_bandwidth  # noqa: E402
 
 from omnidiff.models.layers import AttentionSpec  # noqa: E402
 from omnidiff.models.presets import preset_config  # noqa: E402
 from omnidiff.models.transformer import Transformer  # noqa: E402
-from omnidiff.sampling import SamplerConfig, generate, left_pad  # noqa: E402
+from omnidiff.sampling import SamplerConfig, generate  # noqa: E402
 from omnidiff.tokenization.vocab import Vocab  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -108,10 +108,11 @@ def pick_methods(keys: str | None, shift: bool) -> dict[str, SamplerConfig]:
 
 def checkpoint_shift(checkpoint: str | None) -> bool:
     """Whether the checkpoint was trained with ``shift`` (its exported generation settings)."""
+    from omnidiff.files import read_json
     from omnidiff.pipelines.base import GENERATION_FILE
 
     settings = Path(checkpoint or "") / GENERATION_FILE
-    return bool(checkpoint) and settings.exists() and bool(json.loads(settings.read_text()).get("shift", False))
+    return bool(checkpoint) and settings.exists() and bool(read_json(settings, "generation settings").get("shift"))
 
 
 def load_ar(folder: str, vocab):
@@ -166,15 +167,6 @@ def ar_quality(model, ar, vocab, pairs, answer_len: int, methods: dict[str, Samp
         print(f"quality {name:16s} AR nll {nll:.3f} ({judged} tokens)  agree AR {rows[-1]['agreement_with_ar']:.3f}  "
               f"tok/step {rows[-1]['tokens_per_step']:.2f}", flush=True)
     return {"answer_len": answer_len, "prompts": len(prompts), "first": next(iter(configs)), "rows": rows}
-
-
-@torch.no_grad()
-def ar_generate(llama, prompts: list[torch.Tensor], answer_len: int) -> torch.Tensor:
-    """[B, answer_len] greedy continuations (the AR model's own ids), prompts left-padded."""
-    ids, real = left_pad(prompts, 0)
-    out = llama.generate(input_ids=ids, attention_mask=real.long(), max_new_tokens=answer_len,
-                         min_new_tokens=answer_len, do_sample=False, use_cache=True, pad_token_id=0)
-    return out[:, ids.shape[1]:]
 
 
 def run_ar(llama, prompts: list[torch.Tensor], answer_len: int) -> dict:

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from omnidiff.files import atomic_write_text
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -121,15 +123,9 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
     summary_file = run / "summary.json"
     if summary_file.exists():
         results["training"] = {"val": json.loads(summary_file.read_text()).get("val", {})}
-    _write_atomic(out / "results.md", markdown(results))
-    _write_atomic(out / "results.json", json.dumps(results, indent=2))  # last: `make` takes it as "done"
+    atomic_write_text(out / "results.md", markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # last: `make` takes it as "done"
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def markdown(results: dict) -> str:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from omnidiff.eval.curves import plot_curves, read_curves
-from omnidiff.files import atomic_output
+from omnidiff.files import atomic_write_text
 
 # stream -> [(headline name, metric key in results.json, target, "min" = at least / "max" = at most)]
 HEADLINES: dict[str, list[tuple[str, str, float, str]]] = {
@@ -105,18 +105,13 @@ def write_report(run: Path, doc: Path, json_path: Path | None, command: str) -> 
         if src.exists():
             shutil.copyfile(src, assets_dir / src.name)
             assets.append(f"{doc.stem}/{src.name}")
-    _write_atomic(doc, markdown(rows, run, curves_rel, assets, command))
+    atomic_write_text(doc, markdown(rows, run, curves_rel, assets, command))
     if json_path is not None:
         table: dict[str, dict[str, float]] = {}
         for r in rows:
             table.setdefault(r["task"], {})[r["metric"]] = r["value"]
-        _write_atomic(json_path, json.dumps(table, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(table, indent=2) + "\n")
     return rows
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
