@@ -243,7 +243,8 @@ def train(cfg: TrainVQConfig, out: Path, data_dirs: list[Path] | None = None, pr
             memory = [*memory, output.latents.detach()][-cfg.train.latent_memory:]
             interval_codes.append(output.codes.detach())
             interval_stats.append(stats)
-            if step % cfg.train.reseed_every == 0 and step < cfg.train.reseed_until * cfg.train.steps:
+            if (cfg.model.quantizer == "vq" and step % cfg.train.reseed_every == 0
+                    and step < cfg.train.reseed_until * cfg.train.steps):
                 n = reseed_dead_codes(tok.codebook.data, unused, torch.cat(memory), cfg.train.max_unused, gen)
                 reseeded_total, reseeded_interval = reseeded_total + n, reseeded_interval + n
 

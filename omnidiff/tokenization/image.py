@@ -11,6 +11,9 @@ row-major. Notable choices:
   quantizer's corrected (non-legacy) loss: codebook term + ``beta`` x commitment term.
 - **Dead-code re-seeding** (`reseed_dead_codes`): codes unused for a number of training steps are
   moved onto random recent encoder outputs; without it the codebook collapses early.
+- **Or no codebook at all** (``quantizer: fsq``, `omnidiff/tokenization/fsq.py`): finite scalar
+  quantisation rounds each latent channel to a few levels, so one flat colour keeps one code
+  instead of hundreds of learned near-copies (the synonyms a model drawing images must unlearn).
 
 Tensor legend: ``B`` batch, ``C`` channels, ``H, W`` pixels, ``h, w`` code grid, ``D`` code dim,
 ``K`` codebook size, ``N`` flattened code positions.
@@ -35,6 +38,7 @@ from PIL import Image
 from omnidiff.files import read_json, read_safetensors
 from omnidiff.tokenization.base import single_range_to_global
 from omnidiff.tokenization.code_cache import encode_through
+from omnidiff.tokenization.fsq import FiniteScalarQuantizer, check_levels
 from omnidiff.tokenization.vocab import Vocab
 
 CONFIG_NAME = "image_tokenizer.json"
@@ -58,6 +62,10 @@ class ImageVQConfig:
         norm_num_groups: GroupNorm groups (must divide every block's channels).
         mid_attention: self-attention in the VQModel's middle block.
         beta: weight of the commitment term in the quantizer loss.
+        quantizer: ``vq`` (a learned codebook, diffusers' `VectorQuantizer`) or ``fsq`` (finite scalar
+            quantisation, `FiniteScalarQuantizer`: no codebook to learn, no synonyms by re-seeding).
+        fsq_levels: with ``fsq``, the number of values of each latent channel, e.g. ``(8, 5, 5, 5)``;
+            then ``codebook_size`` must be their product and ``vq_embed_dim`` their count.
     """
 
     image_size: int = 64
@@ -70,9 +78,23 @@ class ImageVQConfig:
     norm_num_groups: int = 32
     mid_attention: bool = False
     beta: float = 0.25
+    quantizer: str = "vq"
+    fsq_levels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.quantizer not in ("vq", "fsq"):
+            raise ValueError(f"quantizer must be 'vq' or 'fsq', got {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            levels = check_levels(self.fsq_levels)
+            size = int(np.prod(levels))
+            if self.codebook_size != size or self.vq_embed_dim != len(levels):
+                raise ValueError(f"fsq_levels {list(levels)} give {size} codes of dimension {len(levels)}: set "
+                                 f"codebook_size={size} and vq_embed_dim={len(levels)} (got {self.codebook_size} "
+                                 f"and {self.vq_embed_dim})")
+        elif self.fsq_levels:
+            raise ValueError("fsq_levels only applies with quantizer: fsq; drop it or set quantizer: fsq")
         if not self.block_out_channels:
             raise ValueError("block_out_channels needs at least one block, e.g. (64, 128)")
         if self.unshuffle < 1:
@@ -123,6 +145,9 @@ def _build_vqmodel(cfg: ImageVQConfig) -> torch.nn.Module:
         vq_embed_dim=cfg.vq_embed_dim,
         mid_block_add_attention=cfg.mid_attention,
     )
+    if cfg.quantizer == "fsq":
+        model.quantize = FiniteScalarQuantizer(cfg.fsq_levels)
+        return model
     model.quantize.legacy = False  # beta on the commitment term, as in the VQ-VAE paper
     model.quantize.beta = cfg.beta
     return model
@@ -226,6 +251,8 @@ class ImageTokenizer:
         return (out + 1) / 2
 
     def _nearest_codes(self, latents_BDhw: torch.Tensor) -> torch.Tensor:
+        if self.config.quantizer == "fsq":
+            return self.model.quantize.ids(latents_BDhw)
         b, d, h, w = latents_BDhw.shape
         flat_ND = latents_BDhw.permute(0, 2, 3, 1).reshape(-1, d)
         return torch.cdist(flat_ND, self.codebook).argmin(dim=1).view(b, h, w)
