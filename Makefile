@@ -64,6 +64,7 @@ DENSE_ARGS := --epochs 1 --batch 32
 RESULTS_TRAIN_ARGS := $(DEMO_TRAIN_ARGS) train.task_eval_every=8 train.task_eval_num=2
 RESULTS_EVAL_ARGS := --num 4 --rollouts 1
 RESULTS_DOC := $(R)/results_page/results.md
+DISTILL_DOCS := $(R)/distill
 else ifeq ($(SCALE),full)
 R := runs
 N_TEXT := 40000
@@ -79,6 +80,7 @@ DENSE_ARGS :=
 RESULTS_TRAIN_ARGS :=
 RESULTS_EVAL_ARGS := --num 100 --rollouts 4
 RESULTS_DOC := docs/results.md
+DISTILL_DOCS := docs/benchmarks
 else
 $(error SCALE must be 'full' or 'smoke', got '$(SCALE)')
 endif
@@ -159,14 +161,15 @@ $(CLIP)/backbone.safetensors: $(D)/shapes/manifest.json $(T)/text/tokenizer.json
 	$(PY) -m omnidiff.training.clip --data $(D)/shapes --text-tokenizer $(T)/text --out $(CLIP) $(CLIP_ARGS)
 
 # Few-step decoding: certainty-forcing distillation of the results model (configs/distill.yaml, ~300
-# steps), then the per-task decoding table (tokens per forward, tokens/s, task metric) before and after.
+# steps), then the per-task decoding table (tokens per forward, tokens/s, task metric) before and after,
+# into docs/benchmarks/distill_{before,after}.md (SCALE=smoke: runs/smoke/distill/).
 DISTILL := $(R)/distill
 DISTILL_TASKS := caption:shapes,vqa:shapes,caption:digits,text:text
 distill: setup data-deps $(DISTILL)/model/config.json
 	$(PY) benchmarks/task_decode.py --run $(RES) --tasks $(DISTILL_TASKS) --num 64 \
-		--doc $(DISTILL)/decode_before.md --json $(DISTILL)/decode_before.json
+		--doc $(DISTILL_DOCS)/distill_before.md --json $(DISTILL_DOCS)/distill_before.json
 	$(PY) benchmarks/task_decode.py --run $(DISTILL) --tasks $(DISTILL_TASKS) --num 64 \
-		--doc $(DISTILL)/decode_after.md --json $(DISTILL)/decode_after.json
+		--doc $(DISTILL_DOCS)/distill_after.md --json $(DISTILL_DOCS)/distill_after.json
 
 $(DISTILL)/model/config.json: $(RES)/model/config.json
 	$(PY) train.py --config configs/distill.yaml model.init_run=$(RES)/model data.root=$(D) train.out=$(DISTILL) \
