@@ -2,10 +2,12 @@
 pictures and sounds the evaluation wrote.
 
     python -m omnidiff.eval --run runs/results          # held-out evaluation -> RUN/results/
-    python -m omnidiff.eval.report --run runs/results --doc docs/results.md --json docs/results.json
+    python -m omnidiff.eval.report --run runs/results --doc docs/results.md --json docs/results.json \
+        [--twin runs/results_ar]
 
-Writes ``--doc`` (a table: task, metric, value, target, met), ``--json`` (``{task: {metric: value}}``
-with the metric names of the table), the learning curves (``curves.png``, from the run's
+Writes ``--doc`` (a table: task, metric, value, target, met; with ``--twin``, a column for the AR twin:
+the same recipe trained with ``objective.kind: autoregressive`` and evaluated the same way),
+``--json`` (``{task: {metric: value}}`` with the metric names of the table, the run's own values), the learning curves (``curves.png``, from the run's
 ``task_eval`` rows) and copies of ``t2i.png``, ``vla_rollouts.png`` and the TTS WAVs into the
 folder ``<doc stem>/`` beside the page.
 """
@@ -70,15 +72,25 @@ def training_line(run: Path) -> str:
     return f"Trained {steps} steps in {minutes:.1f} training minutes (evaluation excluded)."
 
 
-def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str) -> str:
+def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str,
+             twin: tuple[Path, dict] | None = None) -> str:
     lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`. {training_line(run)} "
-             "*n*: held-out samples scored (closed-loop episodes for `sim_success`: see `results.json`).", "",
-             "| task | metric | value | n | target | met |", "|---|---|---|---|---|---|"]
+             "*n*: held-out samples scored (closed-loop episodes for `sim_success`: see `results.json`)."]
+    head, rule = "| task | metric | value | n | target | met |", "|---|---|---|---|---|---|"
+    if twin is not None:
+        lines += ["", f"*AR twin*: `{twin[0]}`, the same recipe with `objective.kind: autoregressive` (causal attention, "
+                  f"next-token loss), scored on the same samples. {training_line(twin[0])}"]
+        head, rule = head + " AR twin |", rule + "---|"
+    lines += ["", head, rule]
     for r in rows:
         target = "-" if r["target"] is None else ((">= " if r["sense"] == "min" else "<= ") + f"{r['target']:g}")
         met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
         n = "-" if r.get("n") is None else r["n"]
-        lines.append(f"| {r['task']} | {r['metric']} | {r['value']:.3f} | {n} | {target} | {met} |")
+        line = f"| {r['task']} | {r['metric']} | {r['value']:.3f} | {n} | {target} | {met} |"
+        if twin is not None:
+            other = twin[1].get((r["task"], r["metric"]))
+            line += " - |" if other is None else f" {other:.3f} |"
+        lines.append(line)
     if curves:
         lines += ["", "Learning curves (held-out metrics against training minutes):", "", f"![curves]({curves})"]
     if assets:
@@ -86,12 +98,18 @@ def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str],
     return "\n".join(lines) + "\n"
 
 
-def write_report(run: Path, doc: Path, json_path: Path | None, command: str) -> list[dict]:
+def read_results(run: Path) -> dict:
     results_file = run / "results" / "results.json"
     if not results_file.exists():
         raise FileNotFoundError(f"{results_file} is missing: run `python -m omnidiff.eval --run {run}` first")
-    results = json.loads(results_file.read_text())
-    rows = headlines(results)
+    return json.loads(results_file.read_text())
+
+
+def write_report(run: Path, doc: Path, json_path: Path | None, command: str, twin_run: Path | None = None) -> list[dict]:
+    rows = headlines(read_results(run))
+    twin = None
+    if twin_run is not None:
+        twin = (twin_run, {(r["task"], r["metric"]): r["value"] for r in headlines(read_results(twin_run))})
     assets_dir = doc.parent / doc.stem
     assets_dir.mkdir(parents=True, exist_ok=True)
     curves_rel = None
@@ -105,7 +123,7 @@ def write_report(run: Path, doc: Path, json_path: Path | None, command: str) -> 
         if src.exists():
             shutil.copyfile(src, assets_dir / src.name)
             assets.append(f"{doc.stem}/{src.name}")
-    atomic_write_text(doc, markdown(rows, run, curves_rel, assets, command))
+    atomic_write_text(doc, markdown(rows, run, curves_rel, assets, command, twin))
     if json_path is not None:
         table: dict[str, dict[str, float]] = {}
         for r in rows:
@@ -119,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="run folder written by train.py and evaluated")
     parser.add_argument("--doc", type=Path, default=None, help="results page (default: RUN/results.md)")
     parser.add_argument("--json", type=Path, default=None, help="headline numbers as JSON")
+    parser.add_argument("--twin", type=Path, default=None,
+                        help="the AR twin's run folder (trained and evaluated the same way): a column beside the run's")
     args = parser.parse_args(argv)
     doc = args.doc or args.run / "results.md"
     command = "python -m omnidiff.eval.report " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
-        rows = write_report(args.run, doc, args.json, command)
+        rows = write_report(args.run, doc, args.json, command, args.twin)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

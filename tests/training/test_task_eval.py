@@ -75,3 +75,27 @@ def test_report_without_an_evaluation_says_what_to_run(tmp_path, capsys):
 
     assert main(["--run", str(tmp_path)]) == 2
     assert "python -m omnidiff.eval --run" in capsys.readouterr().err
+
+
+def test_report_puts_the_ar_twin_beside_the_run(tmp_path, capsys):
+    from omnidiff.eval.report import main
+
+    for name, exact, wer in (("run", 0.5, 0.4), ("twin", 0.875, 0.3)):
+        (tmp_path / name / "results").mkdir(parents=True)
+        results = {"caption:shapes": {"metrics": {"exact": exact}, "examples": []},
+                   "asr:speech": {"metrics": {"wer": wer}, "examples": []}}
+        if name == "run":
+            results["tts:speech"] = {"metrics": {"wer_generated": 1.0}, "examples": []}
+        (tmp_path / name / "results" / "results.json").write_text(json.dumps(results))
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"step": 8, "split": "train", "train_minutes": 2.5}) + "\n")
+    doc, out_json = tmp_path / "results.md", tmp_path / "results.json"
+    assert main(["--run", str(tmp_path / "run"), "--twin", str(tmp_path / "twin"), "--doc", str(doc),
+                 "--json", str(out_json)]) == 0
+    text = doc.read_text()
+    assert "| caption:shapes | exact | 0.500 | - | >= 0.8 | no | 0.875 |" in text
+    assert "| asr:speech | wer | 0.400 | - | <= 0.1 | no | 0.300 |" in text
+    assert "| tts:speech | whisper_wer | 1.000 | - | <= 0.2 | no | - |" in text  # the twin has no such row
+    assert "Trained 8 steps in 2.5 training minutes" in text.split("AR twin")[1]
+    assert json.loads(out_json.read_text())["caption:shapes"] == {"exact": 0.5}  # the JSON stays the run's own
+    assert main(["--run", str(tmp_path / "run"), "--twin", str(tmp_path / "missing"), "--doc", str(doc)]) == 2
+    assert "missing" in capsys.readouterr().err
