@@ -60,3 +60,31 @@ def test_bad_arguments_are_refused(tmp_path):
     assert proc.returncode == 1 and "objective.kind=autoregressive" in proc.stderr
     proc = run_bench("--run", tmp_path / "missing")
     assert proc.returncode == 1 and "not a finished train.py run" in proc.stderr
+
+
+def test_rows_are_labelled_by_the_sampler_they_run():
+    import dataclasses
+    import importlib.util
+
+    from omnidiff.sampling import SamplerConfig
+
+    spec = importlib.util.spec_from_file_location("task_decode", ROOT / "benchmarks" / "task_decode.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class Pipe:  # a pipeline whose default is not a threshold sampler, as text-to-image's
+        def default_sampler(self):
+            return SamplerConfig(strategy="random", steps=16, schedule="cosine", temperature=1.0, attention="prefix",
+                                 cache="prefix")
+
+    configs = bench.sampler_configs(Pipe())
+    assert list(configs) == ["diffusion, random order, 16 steps, temperature 1, one block",
+                             "diffusion, threshold 0.9, one block", "diffusion, threshold 0.7, one block",
+                             "diffusion, threshold 0.5, one block", "diffusion, one token per step"]
+    assert [c.strategy for c in configs.values()][1:4] == ["threshold"] * 3
+    assert [c.threshold for c in configs.values()][1:4] == [0.9, 0.7, 0.5]
+    threshold_default = SamplerConfig(strategy="threshold", threshold=0.9, attention="prefix", cache="prefix", block_len=8)
+    Pipe.default_sampler = lambda self: threshold_default
+    configs = bench.sampler_configs(Pipe())
+    assert list(configs)[:3] == [f"diffusion, threshold {t}, blocks of 8" for t in ("0.9", "0.7", "0.5")]
+    assert configs["diffusion, threshold 0.7, blocks of 8"] == dataclasses.replace(threshold_default, threshold=0.7)

@@ -161,7 +161,11 @@ def test_a_loop_that_makes_no_progress_raises(model, monkeypatch, mode, strategy
     # bug that stalls a block: the guard must stop it after a bounded number of forwards.
     monkeypatch.setattr(sampling_loop, "select_threshold", commit_nothing)
     monkeypatch.setattr(sampling_loop, "select_top_k", commit_nothing)
-    monkeypatch.setattr(sampling_loop, "propose", lambda logits, *a: (torch.full(logits.shape[:2], VOCAB.mask_id,
+    # Proposals index the block's vocabulary; a vocabulary of <mask> alone makes every proposal <mask>,
+    # so even the last step's forced commit leaves the block masked.
+    monkeypatch.setattr(sampling_loop, "_block_vocabulary",
+                        lambda allowed: (torch.tensor([VOCAB.mask_id]), torch.ones(allowed.shape[0], 1, dtype=torch.bool)))
+    monkeypatch.setattr(sampling_loop, "propose", lambda logits, *a: (torch.zeros(logits.shape[:2], dtype=torch.long,
                                                                                   device=logits.device),
                                                                        logits.double().softmax(-1)))
     monkeypatch.setattr(sampling_loop, "_check_proposals", lambda *a: None)

@@ -235,3 +235,21 @@ def test_causal_cache_is_token_identical_to_uncached_causal_decoding_and_batch_i
 def test_causal_sampler_configs_that_cannot_work_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
         SamplerConfig(**kw)
+
+
+def test_a_block_samples_over_its_own_vocabulary_only(model, monkeypatch):
+    from omnidiff.sampling import fixed_layout, loop
+
+    layout = fixed_layout(VOCAB, "image", 6, "</image>", 10)
+    ids_of, allowed = loop._block_vocabulary(layout[:4])
+    image = VOCAB.range("image")
+    assert ids_of.tolist() == list(range(image.offset, image.end)) and allowed.all()
+    assert loop._block_vocabulary(torch.ones(3, len(VOCAB), dtype=torch.bool))[0] is None
+    tokens = torch.tensor([[image.offset + 5, VOCAB.mask_id]])
+    assert loop._local_ids(tokens, ids_of, len(VOCAB)).tolist() == [[5, 0]]
+    # Greedy decoding is the same over the block's ids as over the whole vocabulary (other ids are -inf).
+    cfg = SamplerConfig(strategy="low_confidence", block_len=5, remask_threshold=0.2)
+    restricted = generate(model, prompts(), answer_len=10, vocab=VOCAB, answer_layout=layout, config=cfg)
+    monkeypatch.setattr(loop, "_block_vocabulary", lambda allowed_NV: (None, allowed_NV))
+    whole = generate(model, prompts(), answer_len=10, vocab=VOCAB, answer_layout=layout, config=cfg)
+    assert torch.equal(restricted.tokens, whole.tokens)
