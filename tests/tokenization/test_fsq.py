@@ -13,12 +13,7 @@ DEBUG_FSQ = dict(image_size=16, unshuffle=2, block_out_channels=(16, 16), latent
                  quantizer="fsq", fsq_levels=(5, 3, 4), codebook_size=60, vq_embed_dim=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/tokenization/conftest.py
 
 
 def test_every_id_round_trips_and_the_grid_is_the_nearest_code():

@@ -19,14 +19,7 @@ from omnidiff.tokenization.image import (
 )
 from omnidiff.tokenization.vocab import Vocab
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small convolutions on a busy 2-core machine run ~15x faster on one thread than on two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/tokenization/conftest.py
 
 
 @pytest.fixture(scope="module")
