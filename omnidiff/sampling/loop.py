@@ -301,6 +301,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
         counts = commit_counts(block_len, steps_per_block, config.schedule, config.shift_a)
         ids_of, allowed_block = _block_vocabulary(allowed_AV[lo:hi])
         disallowed_block = ~allowed_block  # once per block, not per step
+        to_local = None if ids_of is None else _local_index(ids_of, len(vocab))
         committed_before = torch.zeros(B, block_len, dtype=torch.bool, device=device)
         extra = torch.zeros(B, dtype=torch.long, device=device)
         step = 0
@@ -337,7 +338,7 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             # Remasking stops after block_len steps, so a threshold decode (which has no last step)
             # cannot undo its commits forever: it then fills the block within block_len more steps.
             if config.remask_threshold is not None and not last and step < block_len:
-                local = block if ids_of is None else _local_ids(block, ids_of, len(vocab))
+                local = block if to_local is None else to_local[block]
                 reset = remask_low_confidence(probs, local, committed_before, config.remask_threshold)
             else:
                 reset = torch.zeros_like(commit)
@@ -374,11 +375,11 @@ def _block_vocabulary(allowed_NV: torch.Tensor) -> tuple[torch.Tensor | None, to
     return ids_of, allowed_NV.index_select(1, ids_of)
 
 
-def _local_ids(tokens: torch.Tensor, ids_of: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Global ids -> their index in ``ids_of`` (ids outside it, e.g. <mask>, map to 0)."""
-    index_V = torch.zeros(vocab_size, dtype=torch.long, device=tokens.device)
-    index_V[ids_of] = torch.arange(len(ids_of), device=tokens.device)
-    return index_V[tokens]
+def _local_index(ids_of: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[V] map from a global id to its index in ``ids_of`` (ids outside it, e.g. <mask>, map to 0)."""
+    index_V = torch.zeros(vocab_size, dtype=torch.long, device=ids_of.device)
+    index_V[ids_of] = torch.arange(len(ids_of), device=ids_of.device)
+    return index_V
 
 
 def _check_budget(step: int, max_steps: int, forwards: int, max_forwards: int, lo: int, hi: int) -> None:

@@ -85,10 +85,13 @@ class FiniteScalarQuantizer(nn.Module):
         bounded = torch.tanh(z_BhwD + self.shift_D) * self.half_D - self.offset_D
         return bounded + (bounded.round() - bounded).detach()
 
+    def _ids_of(self, rounded: torch.Tensor) -> torch.Tensor:
+        """Mixed-radix ids of rounded latents ``[..., D]`` (no gradient)."""
+        return ((rounded.detach().round().long() + self.width_D.long()) * self.basis_D).sum(-1)
+
     def ids(self, z_BDhw: torch.Tensor) -> torch.Tensor:
         """``[B, h, w]`` code ids of latents (no gradient)."""
-        rounded = self._rounded(self._channels_last(z_BDhw)).detach().round().long()
-        return ((rounded + self.width_D.long()) * self.basis_D).sum(-1)
+        return self._ids_of(self._rounded(self._channels_last(z_BDhw)))
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """``[..., D]`` normalised code vectors (in [-1, 1]) of ids ``[...]``."""
@@ -98,8 +101,7 @@ class FiniteScalarQuantizer(nn.Module):
     def forward(self, z_BDhw: torch.Tensor):
         rounded = self._rounded(self._channels_last(z_BDhw))
         z_q = (rounded / self.width_D).permute(0, 3, 1, 2).contiguous()
-        ids = ((rounded.detach().round().long() + self.width_D.long()) * self.basis_D).sum(-1)
-        return z_q, z_BDhw.new_zeros(()), (None, None, ids.reshape(-1))
+        return z_q, z_BDhw.new_zeros(()), (None, None, self._ids_of(rounded).reshape(-1))
 
     def get_codebook_entry(self, ids: torch.Tensor, shape) -> torch.Tensor:
         """Code vectors of flat ``ids`` laid out as ``shape = (B, h, w, D)`` -> ``[B, D, h, w]``."""

@@ -246,7 +246,7 @@ def test_a_block_samples_over_its_own_vocabulary_only(model, monkeypatch):
     assert ids_of.tolist() == list(range(image.offset, image.end)) and allowed.all()
     assert loop._block_vocabulary(torch.ones(3, len(VOCAB), dtype=torch.bool))[0] is None
     tokens = torch.tensor([[image.offset + 5, VOCAB.mask_id]])
-    assert loop._local_ids(tokens, ids_of, len(VOCAB)).tolist() == [[5, 0]]
+    assert loop._local_index(ids_of, len(VOCAB))[tokens].tolist() == [[5, 0]]
     # Greedy decoding is the same over the block's ids as over the whole vocabulary (other ids are -inf).
     cfg = SamplerConfig(strategy="low_confidence", block_len=5, remask_threshold=0.2)
     restricted = generate(model, prompts(), answer_len=10, vocab=VOCAB, answer_layout=layout, config=cfg)
