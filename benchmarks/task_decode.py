@@ -102,27 +102,30 @@ class TimedModel:
         return getattr(self.model, name)
 
 
-def record_decodes(pipe) -> list[dict]:
+def record_decodes(pipe, timed: TimedModel) -> list[dict]:
     """Collect the sampler statistics of every decode the pipeline runs (the VLA policy decodes one
-    observation per call, the other evaluators one batch)."""
+    observation per call, the other evaluators one batch), each with the forward seconds spent inside
+    it. Forwards outside a decode are not counted: the caption evaluator's colour and shape probes
+    run the model too, and counting them clipped the captions' sampler share to 0."""
     log: list[dict] = []
     decode = pipe.decode
 
     def logged(*args, **kwargs):
+        before = timed.forward_s
         out = decode(*args, **kwargs)
-        log.append(dict(out[1]))
+        log.append({**out[1], "forward_s": timed.forward_s - before})
         return out
 
     pipe.decode = logged
     return log
 
 
-def evaluate(stream: str, pipe, samples: list[dict], answer_len: int) -> tuple[dict, list[dict], float]:
-    """(metrics, per-decode stats, forward seconds) of the task's evaluator on ``samples``."""
+def evaluate(stream: str, pipe, samples: list[dict], answer_len: int) -> tuple[dict, list[dict]]:
+    """(metrics, per-decode stats) of the task's evaluator on ``samples``."""
     from omnidiff.eval.__main__ import evaluate_task
 
-    log = record_decodes(pipe)
     timed = TimedModel(pipe.model)
+    log = record_decodes(pipe, timed)
     model, pipe.model = pipe.model, timed
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -130,11 +133,12 @@ def evaluate(stream: str, pipe, samples: list[dict], answer_len: int) -> tuple[d
     finally:
         pipe.model = model
         del pipe.decode
-    return metrics, log, timed.forward_s
+    return metrics, log
 
 
-def speed(log: list[dict], forward_s: float) -> dict:
+def speed(log: list[dict]) -> dict:
     wall = sum(s["wall_time_s"] for s in log)
+    forward_s = sum(s["forward_s"] for s in log)
     tokens = sum(s["tokens_per_s"] * s["wall_time_s"] for s in log)
     nfe = sum(s["nfe"] for s in log)
     return {"nfe": nfe / len(log), "tokens_per_forward": sum(s["tokens_per_forward"] * s["nfe"] for s in log) / max(nfe, 1),
@@ -152,16 +156,14 @@ def bench_stream(stream: str, spec: dict, pipes: dict, num: int, repeats: int) -
     for kind, pipe in pipes.items():
         for name, cfg in sampler_configs(pipe).items():
             pipe.sampler = cfg
-            metrics, _, _ = evaluate(stream, pipe, samples[:num], answer_len)
+            metrics, _ = evaluate(stream, pipe, samples[:num], answer_len)
             quality = metrics.get(metric)
             for batch in batches:
-                logs, forward_s = [], 0.0
+                logs = []
                 for r in range(repeats):
-                    _, log, f_s = evaluate(stream, pipe, samples[r * batch:(r + 1) * batch], answer_len)
-                    logs += log
-                    forward_s += f_s
+                    logs += evaluate(stream, pipe, samples[r * batch:(r + 1) * batch], answer_len)[1]
                 rows.append({"task": stream, "method": name, "model": kind, "batch": batch, "answer_len": answer_len,
-                             **speed(logs, forward_s), "metric": metric, "quality": quality})
+                             **speed(logs), "metric": metric, "quality": quality})
                 r = rows[-1]
                 print(f"{stream:15s} {name:40s} x{batch}  nfe {r['nfe']:6.1f}  tok/fwd {r['tokens_per_forward']:5.2f}  "
                       f"{r['tokens_per_s']:8.1f} tok/s  sampler {100 * r['sampler_share']:4.1f}%  {metric} {quality}",

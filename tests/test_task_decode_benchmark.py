@@ -62,15 +62,49 @@ def test_bad_arguments_are_refused(tmp_path):
     assert proc.returncode == 1 and "not a finished train.py run" in proc.stderr
 
 
-def test_rows_are_labelled_by_the_sampler_they_run():
-    import dataclasses
+def load_bench():
     import importlib.util
-
-    from omnidiff.sampling import SamplerConfig
 
     spec = importlib.util.spec_from_file_location("task_decode", ROOT / "benchmarks" / "task_decode.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_sampler_share_counts_only_forwards_inside_decodes(monkeypatch):
+    """The caption evaluator runs probe forwards outside `decode`; counted, they clipped the share to 0."""
+    bench = load_bench()
+    clock = [0.0]  # a fake clock: a forward takes 2 s, the sampler's own work in a decode 1 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def forward():
+        clock[0] += 2.0
+
+    class Pipe:
+        model = None
+
+        def decode(self):
+            start = clock[0]
+            self.model()
+            clock[0] += 1.0
+            return None, {"wall_time_s": clock[0] - start, "nfe": 1, "tokens_per_forward": 1.0, "tokens_per_s": 1.0}
+
+    pipe = Pipe()
+    pipe.model = timed = bench.TimedModel(forward)
+    log = bench.record_decodes(pipe, timed)
+    pipe.decode()
+    for _ in range(3):  # a probe: forwards outside any decode
+        pipe.model()
+    assert [entry["forward_s"] for entry in log] == [2.0]
+    assert abs(bench.speed(log)["sampler_share"] - 1.0 / 3.0) < 1e-12
+
+
+def test_rows_are_labelled_by_the_sampler_they_run():
+    import dataclasses
+
+    from omnidiff.sampling import SamplerConfig
+
+    bench = load_bench()
 
     class Pipe:  # a pipeline whose default is not a threshold sampler, as text-to-image's
         def default_sampler(self):
