@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from omnidiff.files import atomic_write_text  # noqa: E402
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 BATCHES = (1, 8)
 # The metric each stream is judged by (higher is better unless listed in LOWER_IS_BETTER).
@@ -59,13 +61,17 @@ def describe(config) -> str:
     steps = "one token per step" if config.steps is None else f"{config.steps} steps"
     if config.strategy == "random":
         return f"diffusion, random order, {steps}, temperature {config.temperature:g}, {blocks}"
+    if config.strategy == "low_confidence":
+        return f"diffusion, confidence order, {steps}, {blocks}"
     return f"diffusion, {config.strategy}, {steps}, {blocks}"
 
 
-def sampler_configs(pipe) -> dict:
+def sampler_configs(pipe, steps: tuple[int, ...] = ()) -> dict:
     """The exact-cache diffusion samplers compared: the pipeline's own default when it is not a
     threshold sampler (text-to-image decodes in random order), confidence thresholds 0.9 / 0.7 / 0.5
-    in the default's blocks, and one token per step; the AR twin's sampler is its pipeline's."""
+    in the default's blocks, one token per step, and for each of ``steps`` a fixed number of
+    steps in confidence order over one block (LLaDA's low-confidence remasking: answer / steps tokens
+    a step); the AR twin's sampler is its pipeline's."""
     from omnidiff.sampling import SamplerConfig
 
     base = pipe.default_sampler()
@@ -78,6 +84,9 @@ def sampler_configs(pipe) -> dict:
         config = dataclasses.replace(thresholds, threshold=tau)
         configs[describe(config)] = config
     configs["diffusion, one token per step"] = one
+    for n in steps:
+        config = dataclasses.replace(one, strategy="low_confidence", steps=n, block_len=None)
+        configs[describe(config)] = config
     return configs
 
 
@@ -146,7 +155,7 @@ def speed(log: list[dict]) -> dict:
             "sampler_share": max(0.0, 1.0 - forward_s / max(wall, 1e-9))}
 
 
-def bench_stream(stream: str, spec: dict, pipes: dict, num: int, repeats: int) -> list[dict]:
+def bench_stream(stream: str, spec: dict, pipes: dict, num: int, repeats: int, steps: tuple[int, ...] = ()) -> list[dict]:
     from omnidiff.eval.__main__ import read_samples
 
     samples = read_samples(spec["path"], "val", max(num, max(BATCHES) * repeats))
@@ -154,7 +163,7 @@ def bench_stream(stream: str, spec: dict, pipes: dict, num: int, repeats: int) -
     batches = (1,) if stream.startswith("vla") else BATCHES  # the policy decodes one observation at a time
     rows = []
     for kind, pipe in pipes.items():
-        for name, cfg in sampler_configs(pipe).items():
+        for name, cfg in sampler_configs(pipe, steps).items():
             pipe.sampler = cfg
             metrics, _ = evaluate(stream, pipe, samples[:num], answer_len)
             quality = metrics.get(metric)
@@ -223,11 +232,19 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: every stream of the run except tts, whose scoring runs Whisper)")
     parser.add_argument("--num", type=int, default=32, help="held-out samples for the quality column")
     parser.add_argument("--repeats", type=int, default=2, help="timed decodes per batch size")
+    parser.add_argument("--steps", default="", help="comma-separated fixed step counts to add as rows decoded in "
+                        "confidence order over one block, e.g. 2,4,8 (default: none)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", type=Path, default=DOCS / "task_decode.md", help="where the markdown table goes")
     args = parser.parse_args(argv)
     if args.num <= 0 or args.repeats <= 0:
         raise SystemExit("error: --num and --repeats must be positive")
+    try:
+        steps = tuple(int(n) for n in args.steps.split(",") if n.strip())
+    except ValueError:
+        raise SystemExit(f"error: --steps takes comma-separated whole numbers such as 2,4,8, got {args.steps!r}") from None
+    if any(n <= 0 for n in steps):
+        raise SystemExit(f"error: --steps must be positive, got {args.steps}")
     runs = check_runs(args)
     cfg = yaml.safe_load((runs["diffusion"] / "config.yaml").read_text())
     specs = {}
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in wanted:
         task = stream.split(":")[0]
         pipes = {kind: PIPELINES[task].from_pretrained(run / "model") for kind, run in runs.items()}
-        rows += bench_stream(stream, specs[stream], pipes, args.num, args.repeats)
+        rows += bench_stream(stream, specs[stream], pipes, args.num, args.repeats, steps)
 
     from omnidiff.models.hf import OmniDiffModel
 
@@ -258,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth, step_bytes = read_bandwidth(), bytes_per_ar_step(model)
     floor_ms = 1000 * step_bytes / bandwidth
     cmd = f"python benchmarks/task_decode.py --run {args.run}" + (f" --ar-run {args.ar_run}" if args.ar_run else "") + (
-        f" --tasks {args.tasks}" if args.tasks else "") + f" --num {args.num}"
+        f" --tasks {args.tasks}" if args.tasks else "") + f" --num {args.num}" + (f" --steps {args.steps}" if steps else "")
     lines = ["# Decoding per task: speed and the task's own quality", "",
              f"`{cmd}`; fp32 CPU, {torch.get_num_threads()} threads. Tokens count every answer column (<eos> padding "
-             "included). *quality* is the task's metric on the held-out samples (lower is better for "
-             f"{', '.join(LOWER_IS_BETTER)}); *sampler* is the share of decode time spent outside model forwards.", "",
-             "| task | method | batch | NFE | tokens/forward | tokens/s | vs AR twin | sampler | metric | quality | AR twin |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "included); *answers/s* is tokens/s over the answer length (action chunks per second for vla). *quality* is "
+             f"the task's metric on the held-out samples (lower is better for {', '.join(LOWER_IS_BETTER)}); *sampler* "
+             "is the share of decode time spent outside model forwards.", "",
+             "| task | method | batch | NFE | tokens/forward | tokens/s | answers/s | vs AR twin | sampler | metric | quality "
+             "| AR twin |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v, spec=".3f"):
         return "-" if v is None else format(v, spec)
@@ -272,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ratio = "-" if r["ratio_to_ar"] is None else f"{r['ratio_to_ar']:.2f}x"
         lines.append(f"| {r['task']} | {r['method']} | {r['batch']} | {r['nfe']:.1f} | {r['tokens_per_forward']:.2f} | "
-                     f"{r['tokens_per_s']:.1f} | {ratio} | {100 * r['sampler_share']:.1f}% | {r['metric']} | "
+                     f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / r['answer_len']:.1f} | {ratio} | {100 * r['sampler_share']:.1f}% | {r['metric']} | "
                      f"{fmt(r['quality'])} | {fmt(r['ar_quality'])} |")
     lines += ["", "## The AR bandwidth floor (measured in this run)", "",
               f"Memory read bandwidth: **{bandwidth / 1e9:.1f} GB/s** (best of 5 sums over 1 GiB). One AR step at batch 1 "
@@ -287,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{step_ms / floor_ms:.0f}x the floor: what bounds it is the cost of a forward (kernel launches, "
                   "Python, attention over the prompt), not reading the weights."]
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.doc, "\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "bandwidth_bytes_per_s": bandwidth,
+        atomic_write_text(args.json, json.dumps({"rows": rows, "bandwidth_bytes_per_s": bandwidth,
                                          "ar_step_weight_bytes": step_bytes, "ar_floor_ms_per_token": floor_ms},
                                         indent=2))
     return 0

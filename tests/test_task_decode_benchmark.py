@@ -33,7 +33,7 @@ def test_per_task_table_against_the_ar_twin(tmp_path):
     run, ar = make_run(tmp_path / "run", data, "prefix"), make_run(tmp_path / "ar", data, "causal")
     doc, out = tmp_path / "table.md", tmp_path / "table.json"
     proc = run_bench("--run", run, "--ar-run", ar, "--task", "caption:shapes,vqa:shapes", "--num", "2", "--repeats",
-                     "1", "--json", out, "--doc", doc)
+                     "1", "--steps", "2", "--json", out, "--doc", doc)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = report["rows"]
@@ -45,7 +45,10 @@ def test_per_task_table_against_the_ar_twin(tmp_path):
     twin = [r for r in rows if r["model"] == "ar"]
     assert twin and all(r["ratio_to_ar"] == 1.0 for r in twin)
     assert all(r["tokens_per_forward"] <= 1.0 + 1e-9 for r in twin)  # one token per forward, the prompt's included
-    assert len({r["method"] for r in rows if r["model"] == "diffusion"}) == 4
+    assert len({r["method"] for r in rows if r["model"] == "diffusion"}) == 5
+    two = [r for r in rows if r["method"] == "diffusion, confidence order, 2 steps, one block"]
+    assert {r["task"] for r in two} == {"caption:shapes", "vqa:shapes"}
+    assert all(r["nfe"] <= 3 for r in two)  # the prompt's forward and two steps, whatever the answer length
     assert report["bandwidth_bytes_per_s"] > 1e8 and report["ar_floor_ms_per_token"] > 0
     assert "| caption:shapes |" in doc.read_text() and "bandwidth floor" in doc.read_text()
 
@@ -56,6 +59,8 @@ def test_bad_arguments_are_refused(tmp_path):
     run = make_run(tmp_path / "run", data, "prefix")
     proc = run_bench("--run", run, "--task", "asr:speech")
     assert proc.returncode == 1 and "not streams of" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_bench("--run", run, "--steps", "2,x")
+    assert proc.returncode == 1 and "whole numbers" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_bench("--run", run, "--ar-run", run)
     assert proc.returncode == 1 and "objective.kind=autoregressive" in proc.stderr
     proc = run_bench("--run", tmp_path / "missing")

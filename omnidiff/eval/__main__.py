@@ -12,6 +12,7 @@ outputs (`omnidiff.eval.tasks`) and writes to ``RUN/results/`` (or ``--out``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -88,7 +89,39 @@ def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Pa
     return metrics, records
 
 
-def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val") -> dict:
+def parse_sampler(text: str | None) -> dict:
+    """``--sampler`` overrides, ``key=value,key=value``, as SamplerConfig fields (``none`` is None)."""
+    from omnidiff.sampling import SamplerConfig
+
+    if not text:
+        return {}
+    fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    overrides = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--sampler takes key=value pairs of {', '.join(sorted(fields))}; got {item!r}")
+        value = value.strip()
+        if value.lower() == "none":
+            overrides[key] = None
+        elif value.lower() in ("true", "false"):
+            overrides[key] = value.lower() == "true"
+        else:
+            try:
+                overrides[key] = int(value)
+            except ValueError:
+                try:
+                    overrides[key] = float(value)
+                except ValueError:
+                    overrides[key] = value
+    return overrides
+
+
+def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val", tasks: list[str] | None = None,
+                 sampler: dict | None = None) -> dict:
+    """Score every stream the run trained on (or only ``tasks``, stream names such as ``vla:robot``),
+    each decoded with its pipeline's default sampler, with the fields in ``sampler`` replaced."""
     import yaml
     from tqdm import tqdm
 
@@ -105,6 +138,12 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         if (t["task"], t["path"]) not in seen:
             seen.add((t["task"], t["path"]))
             specs.append(t)
+    if tasks:
+        unknown = set(tasks) - {stream_name(t["task"], t["path"]) for t in specs}
+        if unknown:
+            raise ValueError(f"--tasks {', '.join(sorted(unknown))}: not streams of {run} "
+                             f"({', '.join(stream_name(t['task'], t['path']) for t in specs)})")
+        specs = [t for t in specs if stream_name(t["task"], t["path"]) in tasks]
     pipes: dict = {}
     results: dict = {}
     for spec in tqdm(specs, desc="evaluate", unit="task"):
@@ -112,6 +151,8 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         name = stream_name(task, path)
         if task not in pipes:
             pipes[task] = PIPELINES[task].from_pretrained(model_dir)
+            if sampler:
+                pipes[task].sampler = dataclasses.replace(pipes[task].default_sampler(), **sampler)
         pipe = pipes[task]
         samples = read_samples(path, split, num)
         n_ans = int(spec["answer_len"])  # decode with the answer length this dataset was trained with
@@ -155,14 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, default=32, help="held-out samples per task")
     parser.add_argument("--rollouts", type=int, default=2, help="MetaWorld episodes per robot task (0: none)")
     parser.add_argument("--split", default="val")
+    parser.add_argument("--tasks", help="comma-separated streams to score, e.g. vla:robot (default: every stream)")
+    parser.add_argument("--sampler", help="decode with each pipeline's default sampler but these SamplerConfig "
+                        "fields, e.g. strategy=low_confidence,steps=4,block_len=none")
     args = parser.parse_args(argv)
     if args.num <= 0:
         print(f"error: --num must be positive, got {args.num}", file=sys.stderr)
         return 2
     run = Path(args.run)
     try:
-        results = evaluate_run(run, Path(args.out) if args.out else run / "results", args.num, args.rollouts, args.split)
-    except (ValueError, FileNotFoundError, OSError) as err:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        results = evaluate_run(run, Path(args.out) if args.out else run / "results", args.num, args.rollouts, args.split,
+                               tasks=tasks, sampler=parse_sampler(args.sampler))
+    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown(results))

@@ -38,3 +38,28 @@ def test_eval_cli_bad_run_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "omnidiff.eval", "--run", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "written by train.py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_scores_chosen_streams_with_a_chosen_sampler(tmp_path):
+    from omnidiff.eval.__main__ import parse_sampler
+
+    data = tmp_path / "shapes"
+    subprocess.run([sys.executable, "data/build_shapes.py", "--out", str(data), "--num", "40", "--size", "32"],
+                   cwd=ROOT, check=True, capture_output=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    build_multimodal_model(run)
+    tasks = [{"task": t, "path": str(data), "answer_len": n} for t, n in (("caption", 12), ("vqa", 4))]
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"tasks": tasks}}))
+    sampler = parse_sampler("strategy=low_confidence, steps=2,block_len=none")
+    assert sampler == {"strategy": "low_confidence", "steps": 2, "block_len": None}
+    results = evaluate_run(run, run / "results", num=2, rollouts=0, tasks=["vqa:shapes"], sampler=sampler)
+    assert set(results) == {"vqa:shapes"}
+    # the prompt's forward (the prefix cache) and two denoising steps, not one step per answer token
+    assert results["vqa:shapes"]["metrics"]["decode"]["nfe"] == 3
+
+    for args, message in ((["--sampler", "stepz=2"], "key=value pairs of"), (["--tasks", "asr:speech"], "not streams of"),
+                          (["--sampler", "steps=0"], "steps")):
+        proc = subprocess.run([sys.executable, "-m", "omnidiff.eval", "--run", str(run), "--num", "1", *args], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
