@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ratio = "-" if r["ratio_to_ar"] is None else f"{r['ratio_to_ar']:.2f}x"
         lines.append(f"| {r['task']} | {r['method']} | {r['batch']} | {r['nfe']:.1f} | {r['tokens_per_forward']:.2f} | "
-                     f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / r['answer_len']:.1f} | {ratio} | {100 * r['sampler_share']:.1f}% | {r['metric']} | "
-                     f"{fmt(r['quality'])} | {fmt(r['ar_quality'])} |")
+                     f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / r['answer_len']:.1f} | {ratio} | "
+                     f"{100 * r['sampler_share']:.1f}% | {r['metric']} | {fmt(r['quality'])} | {fmt(r['ar_quality'])} |")
     lines += ["", "## The AR bandwidth floor (measured in this run)", "",
               f"Memory read bandwidth: **{bandwidth / 1e9:.1f} GB/s** (best of 5 sums over 1 GiB). One AR step at batch 1 "
               f"reads {step_bytes / 1e6:.1f} MB of weights, so no AR decoder of this model can take less than "
