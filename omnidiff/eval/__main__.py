@@ -45,9 +45,20 @@ def image_grid(rows: list[list], cell: int = 64, pad: int = 2):
     return grid
 
 
+def dataset_tasks(path: str) -> list[str] | None:
+    """The robot tasks a dataset's manifest lists: closed-loop episodes run on all of them, not only
+    on those the first held-out samples happen to come from (two of five in the demo's data)."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.exists():
+        return None
+    return list(json.loads(manifest.read_text()).get("tasks") or []) or None
+
+
 def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Path, *, rollouts: int = 0,
-                  num: int | None = None) -> tuple[dict, list[dict]]:
-    """(metrics, records) of one task's pipeline on ``samples``; pictures and sounds go into ``out``."""
+                  num: int | None = None, robot_tasks: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """(metrics, records) of one task's pipeline on ``samples``; pictures and sounds go into ``out``.
+    Closed-loop robot episodes run ``rollouts`` fresh seeds of each of ``robot_tasks`` (default: the
+    tasks the samples come from)."""
     from omnidiff.eval import tasks as T
 
     n_ans, num = answer_len, num or len(samples)
@@ -75,7 +86,7 @@ def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Pa
         if rollouts > 0:
             from omnidiff.eval.sim import success_rates
 
-            robot_tasks = sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
+            robot_tasks = robot_tasks or sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
             rates, episodes = success_rates(pipe, robot_tasks, list(range(10_000, 10_000 + rollouts)))
             metrics["sim_success"] = {k: round(v, 3) for k, v in rates.items()}
             strips = [e.frames for e in episodes[:6] if e.frames]
@@ -158,7 +169,8 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         n_ans = int(spec["answer_len"])  # decode with the answer length this dataset was trained with
         if not samples:
             raise ValueError(f"{path} has no {split} samples to evaluate {task} on")
-        metrics, records = evaluate_task(task, pipe, samples, n_ans, out, rollouts=rollouts, num=num)
+        metrics, records = evaluate_task(task, pipe, samples, n_ans, out, rollouts=rollouts, num=num,
+                                         robot_tasks=dataset_tasks(path) if task == "vla" else None)
         metrics["decode"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in pipe.last_stats.items()}
         results[name] = {"metrics": metrics, "examples": records[:8]}
     summary_file = run / "summary.json"

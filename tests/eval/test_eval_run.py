@@ -63,3 +63,23 @@ def test_eval_scores_chosen_streams_with_a_chosen_sampler(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "omnidiff.eval", "--run", str(run), "--num", "1", *args], cwd=ROOT,
                               capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_closed_loop_runs_every_task_of_the_robot_dataset(tmp_path, monkeypatch):
+    """The first held-out robot steps come from two of the five tasks; episodes run on all five."""
+    import omnidiff.eval.sim as sim
+    import omnidiff.eval.tasks as T
+    from omnidiff.eval.__main__ import dataset_tasks, evaluate_task
+
+    data = tmp_path / "robot"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"tasks": ["reach-v3", "push-v3", "door-open-v3"]}))
+    assert dataset_tasks(str(data)) == ["reach-v3", "push-v3", "door-open-v3"]
+    assert dataset_tasks(str(tmp_path / "missing")) is None
+    asked = []
+    monkeypatch.setattr(T, "evaluate_vla", lambda pipe, samples: ({}, []))
+    monkeypatch.setattr(sim, "success_rates", lambda pipe, tasks, seeds: (asked.append((tasks, seeds)), ({}, []))[1])
+    samples = [{"json": {"task": "push-v3"}}]
+    evaluate_task("vla", None, samples, 33, tmp_path, rollouts=2, robot_tasks=dataset_tasks(str(data)))
+    evaluate_task("vla", None, samples, 33, tmp_path, rollouts=2)
+    assert asked == [(["reach-v3", "push-v3", "door-open-v3"], [10_000, 10_001]), (["push-v3"], [10_000, 10_001])]
