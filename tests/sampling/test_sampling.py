@@ -46,9 +46,10 @@ def test_exact_prefix_cache_is_token_identical(model, strategy, block_len):
 
 
 @pytest.mark.parametrize("cache", ["none", "prefix"])
-def test_batch_equals_single_runs(model, cache):
+@pytest.mark.parametrize("block_len,steps", [(4, 8), (None, 2)])  # blocks, and few fixed steps over one block
+def test_batch_equals_single_runs(model, cache, block_len, steps):
     ps = prompts()
-    cfg = SamplerConfig(cache=cache, block_len=4, steps=8, temperature=1.0, remask_threshold=0.05)
+    cfg = SamplerConfig(cache=cache, block_len=block_len, steps=steps, temperature=1.0, remask_threshold=0.05)
     batch = generate(model, ps, answer_len=16, vocab=VOCAB, config=cfg, generator=gens(4))
     for i, p in enumerate(ps):
         single = generate(model, [p], answer_len=16, vocab=VOCAB, config=cfg, generator=gens(4)[i: i + 1])
