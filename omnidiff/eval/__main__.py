@@ -131,8 +131,9 @@ def parse_sampler(text: str | None) -> dict:
 
 def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val", tasks: list[str] | None = None,
                  sampler: dict | None = None) -> dict:
-    """Score every stream the run trained on (or only ``tasks``, stream names such as ``vla:robot``),
-    each decoded with its pipeline's default sampler, with the fields in ``sampler`` replaced."""
+    """Score every stream the run trained on (or only ``tasks``, stream names such as ``vla:robot``,
+    keeping the other streams' scores already in ``out``), each decoded with its pipeline's default
+    sampler, with the fields in ``sampler`` replaced."""
     import yaml
     from tqdm import tqdm
 
@@ -176,6 +177,9 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
     summary_file = run / "summary.json"
     if summary_file.exists():
         results["training"] = {"val": json.loads(summary_file.read_text()).get("val", {})}
+    previous = out / "results.json"
+    if tasks and previous.exists():  # scoring some streams again keeps the others' earlier scores
+        results = {**json.loads(previous.read_text()), **results}
     atomic_write_text(out / "results.md", markdown(results))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # last: `make` takes it as "done"
     return results

@@ -53,8 +53,11 @@ def test_eval_scores_chosen_streams_with_a_chosen_sampler(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"tasks": tasks}}))
     sampler = parse_sampler("strategy=low_confidence, steps=2,block_len=none")
     assert sampler == {"strategy": "low_confidence", "steps": 2, "block_len": None}
+    (run / "results").mkdir()
+    (run / "results" / "results.json").write_text(json.dumps({"caption:shapes": {"metrics": {"exact": 0.5}, "examples": []}}))
     results = evaluate_run(run, run / "results", num=2, rollouts=0, tasks=["vqa:shapes"], sampler=sampler)
-    assert set(results) == {"vqa:shapes"}
+    assert set(results) == {"vqa:shapes", "caption:shapes"}  # the earlier caption scores are kept
+    assert json.loads((run / "results" / "results.json").read_text())["caption:shapes"]["metrics"]["exact"] == 0.5
     # the prompt's forward (the prefix cache) and two denoising steps, not one step per answer token
     assert results["vqa:shapes"]["metrics"]["decode"]["nfe"] == 3
 
