@@ -89,6 +89,7 @@ def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Pa
             robot_tasks = robot_tasks or sorted({(s.get("json") or {}).get("task") for s in samples} - {None})
             rates, episodes = success_rates(pipe, robot_tasks, list(range(10_000, 10_000 + rollouts)))
             metrics["sim_success"] = {k: round(v, 3) for k, v in rates.items()}
+            metrics["episodes"] = len(episodes)
             strips = [e.frames for e in episodes[:6] if e.frames]
             if strips:
                 image_grid(strips).save(out / "vla_rollouts.png")

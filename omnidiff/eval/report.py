@@ -54,8 +54,10 @@ def headlines(results: dict) -> list[dict]:
             if value is None:
                 continue
             met = None if target is None else (value >= target if sense == "min" else value <= target)
+            # closed-loop success counts episodes, not held-out samples ("-" for runs scored before episodes were kept)
+            n = entry["metrics"].get("episodes") if key == "sim_success" else entry["metrics"].get("n")
             rows.append({"task": stream, "metric": name, "value": round(value, 4), "target": target,
-                         "sense": sense, "met": met, "n": entry["metrics"].get("n")})
+                         "sense": sense, "met": met, "n": n})
     return rows
 
 
@@ -75,7 +77,7 @@ def training_line(run: Path) -> str:
 def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str,
              twin: tuple[Path, dict] | None = None) -> str:
     lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`. {training_line(run)} "
-             "*n*: held-out samples scored (closed-loop episodes for `sim_success`: see `results.json`)."]
+             "*n*: held-out samples scored (for `sim_success`, closed-loop episodes)."]
     head, rule = "| task | metric | value | n | target | met |", "|---|---|---|---|---|---|"
     if twin is not None:
         lines += ["", f"*AR twin*: `{twin[0]}`, the same recipe with `objective.kind: autoregressive` (causal attention, "

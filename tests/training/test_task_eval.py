@@ -52,8 +52,8 @@ def test_report_writes_targets_curves_and_json(tmp_path):
     (run / "results").mkdir(parents=True)
     results = {"caption:shapes": {"metrics": {"exact": 0.85, "pair_precision": 0.97, "pair_recall": 0.9, "n": 4},
                                   "examples": []},
-               "vla:robot": {"metrics": {"within_one_bin": 0.5, "sim_success": {"push": 1.0, "reach": 0.5}},
-                             "examples": []},
+               "vla:robot": {"metrics": {"within_one_bin": 0.5, "sim_success": {"push": 1.0, "reach": 0.5}, "n": 100,
+                                         "episodes": 8}, "examples": []},
                "asr:speech": {"metrics": {"wer": 0.25}, "examples": []}}
     (run / "results" / "results.json").write_text(json.dumps(results))
     rows = [{"step": s, "split": "task_eval", "train_minutes": m, "caption:shapes/exact": e}
@@ -67,6 +67,8 @@ def test_report_writes_targets_curves_and_json(tmp_path):
     text = doc.read_text()
     assert "| caption:shapes | pair_recall | 0.900 | 4 | >= 0.95 | no |" in text
     assert "| asr:speech | wer | 0.250 | - | <= 0.1 | no |" in text and "results/curves.png" in text
+    assert "| vla:robot | sim_success | 0.750 | 8 | >= 0.8 | no |" in text  # episodes, not held-out samples
+    assert "| vla:robot | within_one_bin | 0.500 | 100 |" in text
     assert (tmp_path / "docs" / "results" / "curves.png").stat().st_size > 1000
 
 
