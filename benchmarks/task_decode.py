@@ -58,7 +58,7 @@ def describe(config) -> str:
     blocks = f"blocks of {config.block_len}" if config.block_len else "one block"
     if config.strategy == "threshold":
         return f"diffusion, threshold {config.threshold:g}, {blocks}"
-    steps = "one token per step" if config.steps is None else f"{config.steps} steps"
+    steps = "one token per step" if config.steps is None else f"{config.steps} step{'' if config.steps == 1 else 's'}"
     if config.strategy == "random":
         return f"diffusion, random order, {steps}, temperature {config.temperature:g}, {blocks}"
     if config.strategy == "low_confidence":

@@ -8,6 +8,8 @@ again. ``predict_action(image, instruction, proprio)`` returns the whole [H, D] 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from omnidiff.pipelines.base import DiffusionPipeline
@@ -33,6 +35,21 @@ class VLAPolicy(DiffusionPipeline):
 
     def reset(self) -> None:
         self._queue: list[np.ndarray] = []
+
+    def default_sampler(self):
+        """A whole chunk in one denoising step: every action token from the first forward over the
+        masked chunk (two forwards with the prompt's exact prefix cache).
+
+        Measured on the results model (docs/decoding.md, 40 closed-loop episodes over five MetaWorld
+        tasks): one step solves 13 of 40 episodes at 42 chunks/s, against 5 of 40 at 4 chunks/s for a
+        confidence threshold of 0.9 in blocks of 8; held-out action error .163 against .201. Committing
+        the confident tokens first conditions the rest on them, and for actions that compounds error
+        rather than removing it. The AR twin keeps its one-token-per-forward decoder.
+        """
+        base = super().default_sampler()
+        if base.attention == "causal":
+            return base
+        return dataclasses.replace(base, strategy="low_confidence", steps=1, block_len=None)
 
     def predict_action(self, image, instruction: str, proprio=None, *, seed: int = 0, config=None) -> np.ndarray:
         """One chunk of H actions [H, D] (float32, robot units)."""

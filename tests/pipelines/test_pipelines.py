@@ -116,6 +116,8 @@ def test_vla_policy_replays_its_chunk(model_dir, monkeypatch):
     actions = [policy.act(obs, "push the puck", state) for _ in range(7)]
     assert len(calls) == 3 and all(a.shape == (4,) for a in actions)  # steps 0, 3 and 6 decode a chunk
     np.testing.assert_array_equal(actions[0], chunk[0])  # same seed, same observation: the same chunk
+    # the default decodes the whole chunk in one step: the prompt's forward and one over the chunk
+    assert policy.sampler.steps == 1 and policy.sampler.block_len is None and policy.last_stats["nfe"] == 2
     with pytest.raises(ValueError, match="robot state"):
         policy.predict_action(obs, "push the puck", None)
     with pytest.raises(ValueError, match="execute_steps"):
