@@ -13,15 +13,21 @@ from tests.fixtures import build_multimodal_model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_evaluate_run_scores_every_task_and_writes_results(tmp_path):
+def shapes_run(tmp_path: Path, streams: tuple[tuple[str, int], ...]) -> Path:
+    """An untrained run folder whose config trains ``streams`` ((task, answer length)) on 40 fresh scenes."""
     data = tmp_path / "shapes"
     subprocess.run([sys.executable, "data/build_shapes.py", "--out", str(data), "--num", "40", "--size", "32"],
                    cwd=ROOT, check=True, capture_output=True)
     run = tmp_path / "run"
     run.mkdir()
     build_multimodal_model(run)
-    tasks = [{"task": t, "path": str(data), "answer_len": n} for t, n in (("caption", 12), ("vqa", 4), ("t2i", 66))]
+    tasks = [{"task": t, "path": str(data), "answer_len": n} for t, n in streams]
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"tasks": tasks}}))
+    return run
+
+
+def test_evaluate_run_scores_every_task_and_writes_results(tmp_path):
+    run = shapes_run(tmp_path, (("caption", 12), ("vqa", 4), ("t2i", 66)))
     (run / "summary.json").write_text(json.dumps({"val": {"elbo": 3.5}}))
     results = evaluate_run(run, run / "results", num=3, rollouts=0)
     assert set(results) == {"caption:shapes", "vqa:shapes", "t2i:shapes", "training"}
@@ -43,14 +49,7 @@ def test_eval_cli_bad_run_folder(tmp_path):
 def test_eval_scores_chosen_streams_with_a_chosen_sampler(tmp_path):
     from omnidiff.eval.__main__ import parse_sampler
 
-    data = tmp_path / "shapes"
-    subprocess.run([sys.executable, "data/build_shapes.py", "--out", str(data), "--num", "40", "--size", "32"],
-                   cwd=ROOT, check=True, capture_output=True)
-    run = tmp_path / "run"
-    run.mkdir()
-    build_multimodal_model(run)
-    tasks = [{"task": t, "path": str(data), "answer_len": n} for t, n in (("caption", 12), ("vqa", 4))]
-    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"tasks": tasks}}))
+    run = shapes_run(tmp_path, (("caption", 12), ("vqa", 4)))
     sampler = parse_sampler("strategy=low_confidence, steps=2,block_len=none")
     assert sampler == {"strategy": "low_confidence", "steps": 2, "block_len": None}
     (run / "results").mkdir()
