@@ -102,32 +102,20 @@ def evaluate_task(task: str, pipe, samples: list[dict], answer_len: int, out: Pa
 
 
 def parse_sampler(text: str | None) -> dict:
-    """``--sampler`` overrides, ``key=value,key=value``, as SamplerConfig fields (``none`` is None)."""
+    """``--sampler`` overrides, ``key=value,key=value``, as SamplerConfig fields; values are read as
+    the config loader reads its overrides (YAML), and ``none`` is None."""
+    from omnidiff.config import parse_overrides
     from omnidiff.sampling import SamplerConfig
 
     if not text:
         return {}
     fields = {f.name for f in dataclasses.fields(SamplerConfig)}
-    overrides = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in fields:
+    items = [item.strip() for item in text.split(",")]
+    for item in items:
+        if item.partition("=")[0].strip() not in fields or "=" not in item:
             raise ValueError(f"--sampler takes key=value pairs of {', '.join(sorted(fields))}; got {item!r}")
-        value = value.strip()
-        if value.lower() == "none":
-            overrides[key] = None
-        elif value.lower() in ("true", "false"):
-            overrides[key] = value.lower() == "true"
-        else:
-            try:
-                overrides[key] = int(value)
-            except ValueError:
-                try:
-                    overrides[key] = float(value)
-                except ValueError:
-                    overrides[key] = value
-    return overrides
+    overrides = parse_overrides(items)
+    return {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in overrides.items()}
 
 
 def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val", tasks: list[str] | None = None,
