@@ -71,7 +71,7 @@ N_TEXT := 40000
 N_SHAPES := 8000
 N_DIGITS := 4000
 N_SPEECH := 1200
-N_ROBOT := 50
+N_ROBOT := 400  # episodes: 8x the 50 of before, ~8 build minutes; robot closed loop 2 -> 10 of 20 (docs/ablations.md, row 57)
 IMAGE_VQ_ARGS :=
 AUDIO_CODEC_ARGS :=
 DEMO_TRAIN_ARGS :=
@@ -85,6 +85,7 @@ else
 $(error SCALE must be 'full' or 'smoke', got '$(SCALE)')
 endif
 D := $(R)/data
+TTS_VOICE ?= flite-slt
 T := $(R)/tokenizers
 RUN := $(R)/demo
 RES := $(R)/results
@@ -105,6 +106,10 @@ $(D)/digits/manifest.json: | $(D)
 	$(PY) data/build_digits.py --out $(D)/digits --num $(N_DIGITS) --seed 0
 $(D)/speech/manifest.json: | $(D)
 	$(PY) data/build_speech.py --out $(D)/speech --num $(N_SPEECH) --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5
+# Text to speech learns one voice (docs/ablations.md, section 19): the same texts spoken by flite-slt alone.
+$(D)/speech_tts/manifest.json: | $(D)
+	$(PY) data/build_speech.py --out $(D)/speech_tts --num $(N_SPEECH) --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5 \
+		--voices $(TTS_VOICE)
 $(D)/robot/manifest.json: | $(D)
 	$(PY) data/build_robot.py --out $(D)/robot --num $(N_ROBOT) --seed 0
 
@@ -127,6 +132,7 @@ $(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.
 	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
 
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
+	$(D)/speech_tts/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
 	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors
 

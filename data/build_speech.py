@@ -5,7 +5,9 @@ fortunes), digit strings read as words ("four seven two") and short spoken comma
 synthesised at 16 kHz mono by `omnidiff.data.sources.speech` with one of its voices (espeak-ng
 variants, speeds and pitches, flite, festival). The held-out voice (``HELD_OUT_VOICE``) never
 appears in train or val: the test split is spoken by it alone, to measure generalisation to an
-unseen voice. Utterances longer than ``--max-seconds`` are replaced by another text.
+unseen voice. ``--voices`` narrows train and val to the named voices: one voice gives a
+single-speaker set, what text to speech learns from (a text then has one right recording, not one
+per voice). Utterances longer than ``--max-seconds`` are replaced by another text.
 
 Sample: ``wav`` (16-bit PCM), ``txt`` normalised transcript (lower case, no punctuation: what
 ASR learns to write), ``json`` ``{"voice", "kind", "text" (as synthesised), "seconds"}``.
@@ -35,6 +37,9 @@ OBJECTS = ("the lights", "the door", "the window", "the red block", "the blue cu
 def add_args(parser):
     parser.add_argument("--mix", default="sentence:0.6,digits:0.2,command:0.2", help="kind:weight,... over " + ",".join(KINDS))
     parser.add_argument("--max-seconds", type=float, default=5.0, help="longest utterance kept")
+    parser.add_argument("--voices", default=None,
+                        help="comma-separated voice names for the train and val splits (default: every voice but "
+                             "the held-out one); one voice makes a single-speaker set, e.g. for text to speech")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -80,6 +85,16 @@ def voice_name(voice) -> str:
     return str(getattr(voice, "name", voice))
 
 
+def chosen_voices(text: str, seen_voices: list) -> list:
+    """The training voices named in ``text`` (comma-separated); ValueError naming the valid ones."""
+    by_name = {voice_name(v): v for v in seen_voices}
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown or not names:
+        raise ValueError(f"unknown or held-out voice(s) {unknown or text!r} in --voices; training voices: {sorted(by_name)}")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
 def wav_bytes(wave: np.ndarray) -> bytes:
     import soundfile as sf
 
@@ -102,6 +117,8 @@ def main() -> dict:
     seen_voices = [v for v in speech.VOICES if voice_name(v) != voice_name(held_out)]
     if not seen_voices:
         raise ValueError("the speech source offers no voice besides the held-out one")
+    if args.extra["voices"]:
+        seen_voices = chosen_voices(args.extra["voices"], seen_voices)
 
     def samples(split: str, n: int, seed: int):
         voices = [held_out] if split == "test" else seen_voices

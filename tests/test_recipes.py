@@ -40,7 +40,7 @@ from tests.tasks.stubs import encode_for_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
-SPEECH_MAX_SECONDS = 2.5  # the Makefile builds runs/data/speech with --max-seconds 2.5
+SPEECH_MAX_SECONDS = 2.5  # the Makefile builds runs/data/speech{,_tts} with --max-seconds 2.5
 SAMPLES_PER_SPLIT = 8
 
 
@@ -142,6 +142,8 @@ def standin_datasets(root: Path) -> dict[str, Path]:
         "emoji": (lambda split, n: image_samples(split, n, builder_default("emoji", "size"), questions=False), {}),
         "speech": (lambda split, n: speech_samples(split, n, rate),
                    {"sample_rate": rate, "max_seconds": SPEECH_MAX_SECONDS}),
+        "speech_tts": (lambda split, n: speech_samples(split, n, rate),  # the one-voice set text to speech reads
+                       {"sample_rate": rate, "max_seconds": SPEECH_MAX_SECONDS}),
         "robot": (lambda split, n: robot_samples(split, n, robot_size, horizon, ACTION_DIM, PROPRIO_DIM),
                   {"horizon": horizon, "action_dim": ACTION_DIM, "proprio_dim": PROPRIO_DIM}),
     }

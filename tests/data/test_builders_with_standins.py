@@ -95,8 +95,20 @@ def test_speech_builder_holds_the_test_voice_out(tmp_path, monkeypatch):
     assert manifest["held_out_voice"] == "flite-c" and "flite-c" not in manifest["voices"]
 
 
+def test_speech_builder_speaks_train_and_val_with_the_chosen_voice(tmp_path, monkeypatch):
+    install(monkeypatch, "speech", VOICES=["espeak-a", "espeak-b", "flite-c"], HELD_OUT_VOICE="flite-c",
+            synthesize=lambda text, voice, sample_rate=16000: np.full(len(text) * 400, 0.1, np.float32))
+    out = tmp_path / "one_voice"
+    assert run_builder("speech", "--out", str(out), "--num", "24", "--mix", "digits:1", "--voices", "espeak-b") == 0
+    assert {s["json"]["voice"] for split in ("train", "val") for s in read_all(out, split)} == {"espeak-b"}
+    assert {s["json"]["voice"] for s in read_all(out, "test")} == {"flite-c"}
+    assert json.loads((out / "manifest.json").read_text())["voices"] == ["espeak-b"]
+
+
 @pytest.mark.parametrize("argv, message", [(["--mix", "poems:1"], "unknown speech kind"),
-                                           (["--max-seconds", "0.01"], "raise it")])
+                                           (["--max-seconds", "0.01"], "raise it"),
+                                           (["--voices", "c"], "training voices: ['a']"),
+                                           (["--voices", ","], "in --voices")])
 def test_speech_builder_bad_settings(tmp_path, monkeypatch, capsys, argv, message):
     install(monkeypatch, "speech", VOICES=["a", "b"], HELD_OUT_VOICE="b",
             synthesize=lambda text, voice, sample_rate=16000: np.zeros(16000, np.float32))
