@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 from omnidiff.eval.curves import plot_curves, read_curves
 from omnidiff.files import atomic_write_text
 
@@ -32,6 +34,7 @@ HEADLINES: dict[str, list[tuple[str, str, float, str]]] = {
     "t2i:shapes": [("objects_correct", "objects_correct", 0.90, "min")],
     "asr:speech": [("wer", "wer", 0.10, "max")],
     "tts:speech": [("whisper_wer", "wer_generated", 0.20, "max")],
+    "tts:speech_tts": [("whisper_wer", "wer_generated", 0.20, "max")],  # the one-voice set the recipes speak from
     "vla:robot": [("sim_success", "sim_success", 0.80, "min"), ("within_one_bin", "within_one_bin", None, "min")],
     "text:text": [("token_accuracy", "token_accuracy", None, "min")],
 }
@@ -74,14 +77,42 @@ def training_line(run: Path) -> str:
     return f"Trained {steps} steps in {minutes:.1f} training minutes (evaluation excluded)."
 
 
+def recipe_of(run: Path) -> tuple[int | None, list[str]]:
+    """(train.steps, the streams ``task:path`` with weight and start) of a run's saved config.yaml."""
+    config_file = run / "config.yaml"
+    if not config_file.exists():
+        return None, []
+    cfg = yaml.safe_load(config_file.read_text()) or {}
+    streams = [f"{t.get('task')}:{Path(str(t.get('path'))).name} (weight {t.get('weight', 1)}, start {t.get('start', 0)})"
+               for t in (cfg.get("data") or {}).get("tasks") or []]
+    return (cfg.get("train") or {}).get("steps"), streams
+
+
+def twin_differences(run: Path, twin: Path) -> str:
+    """What the twin's recipe does not share with the run's, beyond the objective: steps and streams."""
+    (run_steps, run_streams), (twin_steps, twin_streams) = recipe_of(run), recipe_of(twin)
+    parts = []
+    if run_steps != twin_steps:
+        parts.append(f"the twin trained {twin_steps} steps, the run {run_steps}")
+    only_run = [s for s in run_streams if s not in twin_streams]
+    only_twin = [s for s in twin_streams if s not in run_streams]
+    if only_run or only_twin:
+        parts.append("streams only the run has: " + (", ".join(only_run) or "none") +
+                     "; only the twin: " + (", ".join(only_twin) or "none"))
+    return ("**Not the same recipe**: " + "; ".join(parts) + ".") if parts else ""
+
+
 def markdown(rows: list[dict], run: Path, curves: str | None, assets: list[str], command: str,
-             twin: tuple[Path, dict] | None = None) -> str:
+             twin: tuple[Path, dict] | None = None, twin_note: str = "") -> str:
     lines = ["# Results", "", f"Run `{run}`, held-out samples; made by `{command}`. {training_line(run)} "
              "*n*: held-out samples scored (for `sim_success`, closed-loop episodes)."]
     head, rule = "| task | metric | value | n | target | met |", "|---|---|---|---|---|---|"
     if twin is not None:
         lines += ["", f"*AR twin*: `{twin[0]}`, the same recipe with `objective.kind: autoregressive` (causal attention, "
                   f"next-token loss), scored on the same samples. {training_line(twin[0])}"]
+        differences = " ".join(x for x in (twin_differences(run, twin[0]), twin_note.strip()) if x)
+        if differences:
+            lines += ["", differences]
         head, rule = head + " AR twin |", rule + "---|"
     lines += ["", head, rule]
     for r in rows:
@@ -107,7 +138,8 @@ def read_results(run: Path) -> dict:
     return json.loads(results_file.read_text())
 
 
-def write_report(run: Path, doc: Path, json_path: Path | None, command: str, twin_run: Path | None = None) -> list[dict]:
+def write_report(run: Path, doc: Path, json_path: Path | None, command: str, twin_run: Path | None = None,
+                 twin_note: str = "") -> list[dict]:
     rows = headlines(read_results(run))
     twin = None
     if twin_run is not None:
@@ -125,7 +157,7 @@ def write_report(run: Path, doc: Path, json_path: Path | None, command: str, twi
         if src.exists():
             shutil.copyfile(src, assets_dir / src.name)
             assets.append(f"{doc.stem}/{src.name}")
-    atomic_write_text(doc, markdown(rows, run, curves_rel, assets, command, twin))
+    atomic_write_text(doc, markdown(rows, run, curves_rel, assets, command, twin, twin_note))
     if json_path is not None:
         table: dict[str, dict[str, float]] = {}
         for r in rows:
@@ -141,11 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="headline numbers as JSON")
     parser.add_argument("--twin", type=Path, default=None,
                         help="the AR twin's run folder (trained and evaluated the same way): a column beside the run's")
+    parser.add_argument("--twin-note", default="",
+                        help="what else differs between the twin and the run (e.g. data rebuilt since), printed "
+                             "under the differences the report finds in their configs")
     args = parser.parse_args(argv)
     doc = args.doc or args.run / "results.md"
     command = "python -m omnidiff.eval.report " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
-        rows = write_report(args.run, doc, args.json, command, args.twin)
+        rows = write_report(args.run, doc, args.json, command, args.twin, args.twin_note)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -99,5 +99,29 @@ def test_report_puts_the_ar_twin_beside_the_run(tmp_path, capsys):
     assert "| tts:speech | whisper_wer | 1.000 | - | <= 0.2 | no | - |" in text  # the twin has no such row
     assert "Trained 8 steps in 2.5 training minutes" in text.split("AR twin")[1]
     assert json.loads(out_json.read_text())["caption:shapes"] == {"exact": 0.5}  # the JSON stays the run's own
+    assert "Not the same recipe" not in text  # neither run saved a config: nothing to compare
     assert main(["--run", str(tmp_path / "run"), "--twin", str(tmp_path / "missing"), "--doc", str(doc)]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_report_says_where_the_twin_recipe_differs(tmp_path):
+    from omnidiff.eval.report import main
+
+    for name, steps, tts_path in (("run", 10000, "runs/data/speech_tts"), ("twin", 5000, "runs/data/speech")):
+        (tmp_path / name / "results").mkdir(parents=True)
+        stream = f"tts:{tts_path.rsplit('/', 1)[1]}"
+        (tmp_path / name / "results" / "results.json").write_text(json.dumps(
+            {"caption:shapes": {"metrics": {"exact": 0.5}, "examples": []},
+             stream: {"metrics": {"wer_generated": 0.7}, "examples": []}}))
+        (tmp_path / name / "config.yaml").write_text(
+            f"train: {{steps: {steps}}}\ndata:\n  tasks:\n    - {{task: caption, path: runs/data/shapes, weight: 2}}\n"
+            f"    - {{task: tts, path: {tts_path}, weight: 0.4, start: 0.2}}\n")
+    doc = tmp_path / "results.md"
+    assert main(["--run", str(tmp_path / "run"), "--twin", str(tmp_path / "twin"), "--doc", str(doc),
+                 "--twin-note", "The robot set was rebuilt with 400 episodes after the twin trained."]) == 0
+    text = doc.read_text()
+    assert "the twin trained 5000 steps, the run 10000" in text
+    assert "only the run has: tts:speech_tts (weight 0.4, start 0.2); only the twin: tts:speech (weight 0.4" in text
+    assert "caption:shapes" not in text.split("Not the same recipe")[1].split("\n")[0]  # shared streams are not listed
+    assert "rebuilt with 400 episodes" in text
+    assert "| tts:speech_tts | whisper_wer | 0.700 |" in text  # the one-voice stream has its headline too
