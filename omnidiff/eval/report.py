@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                              "under the differences the report finds in their configs")
     args = parser.parse_args(argv)
     doc = args.doc or args.run / "results.md"
-    command = "python -m omnidiff.eval.report " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m omnidiff.eval.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         rows = write_report(args.run, doc, args.json, command, args.twin, args.twin_note)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
