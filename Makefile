@@ -145,7 +145,7 @@ $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
 
 # The results: the demo's data and tokenizers, one shared model trained 4x longer on every task
-# (configs/results.yaml, 10,000 steps: ~55 training minutes on 2 cores, ~67 with its evaluations, ~95 from a
+# (configs/results.yaml, 10,000 steps: ~52-55 training minutes on 2 cores, ~75 with its evaluations, ~105 from a
 # clean clone; resumable), held-out scores during training (learning curves) and after it, written to
 # docs/results.md + docs/results.json (SCALE=smoke: under runs/smoke/).
 results: setup data-deps $(RES)/results/results.json
