@@ -21,21 +21,20 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
+from omnidiff.config import load_config
 from omnidiff.eval.curves import plot_curves, read_curves
 from omnidiff.files import atomic_write_text
 
-# stream -> [(headline name, metric key in results.json, target, "min" = at least / "max" = at most)]
+# stream (or, for a task whose headline does not depend on its data set, the task) -> [(headline name,
+# metric key in results.json, target, "min" = at least / "max" = at most)]
 HEADLINES: dict[str, list[tuple[str, str, float, str]]] = {
     "caption:shapes": [("pair_recall", "pair_recall", 0.95, "min"), ("pair_precision", "pair_precision", 0.95, "min"),
                        ("exact", "exact", 0.80, "min")],
     "caption:digits": [("digit_right", "digit_correct", 0.95, "min")],
     "vqa:shapes": [("exact", "accuracy", 0.90, "min")],
     "t2i:shapes": [("objects_correct", "objects_correct", 0.90, "min")],
-    "asr:speech": [("wer", "wer", 0.10, "max")],
-    "tts:speech": [("whisper_wer", "wer_generated", 0.20, "max")],
-    "tts:speech_tts": [("whisper_wer", "wer_generated", 0.20, "max")],  # the one-voice set the recipes speak from
+    "asr": [("wer", "wer", 0.10, "max")],
+    "tts": [("whisper_wer", "wer_generated", 0.20, "max")],  # speech or the one-voice speech_tts the recipes speak from
     "vla:robot": [("sim_success", "sim_success", 0.80, "min"), ("within_one_bin", "within_one_bin", None, "min")],
     "text:text": [("token_accuracy", "token_accuracy", None, "min")],
 }
@@ -53,7 +52,7 @@ def headlines(results: dict) -> list[dict]:
     for stream, entry in results.items():
         if stream == "training":
             continue
-        for name, key, target, sense in HEADLINES.get(stream, []):
+        for name, key, target, sense in HEADLINES.get(stream) or HEADLINES.get(stream.split(":")[0], []):
             value = headline_value(entry["metrics"], key)
             if value is None:
                 continue
@@ -83,10 +82,8 @@ def recipe_of(run: Path) -> tuple[int | None, list[str]]:
     config_file = run / "config.yaml"
     if not config_file.exists():
         return None, []
-    cfg = yaml.safe_load(config_file.read_text()) or {}
-    streams = [f"{t.get('task')}:{Path(str(t.get('path'))).name} (weight {t.get('weight', 1)}, start {t.get('start', 0)})"
-               for t in (cfg.get("data") or {}).get("tasks") or []]
-    return (cfg.get("train") or {}).get("steps"), streams
+    cfg = load_config(config_file)
+    return cfg.train.steps, [f"{t.task}:{Path(t.path).name} (weight {t.weight:g}, start {t.start:g})" for t in cfg.data.tasks]
 
 
 def twin_differences(run: Path, twin: Path) -> str:
