@@ -71,6 +71,7 @@ N_TEXT := 40000
 N_SHAPES := 8000
 N_DIGITS := 4000
 N_SPEECH := 1200
+ROBOT_WORKERS ?= 2  # processes rendering robot episodes (the episodes do not depend on it)
 N_ROBOT := 400  # episodes: 8x the 50 of before, ~8 build minutes; robot closed loop 2 -> 10 of 20 (docs/ablations.md, row 57)
 IMAGE_VQ_ARGS :=
 AUDIO_CODEC_ARGS :=
@@ -111,7 +112,7 @@ $(D)/speech_tts/manifest.json: | $(D)
 	$(PY) data/build_speech.py --out $(D)/speech_tts --num $(N_SPEECH) --seed 0 --mix digits:0.5,command:0.5 --max-seconds 2.5 \
 		--voices $(TTS_VOICE)
 $(D)/robot/manifest.json: | $(D)
-	$(PY) data/build_robot.py --out $(D)/robot --num $(N_ROBOT) --seed 0
+	$(PY) data/build_robot.py --out $(D)/robot --num $(N_ROBOT) --seed 0 --workers $(ROBOT_WORKERS)
 
 $(T)/text/tokenizer.json: $(D)/text/manifest.json | $(T)
 	$(PY) tokenizers/train_text_bpe.py --data $(D)/text --out $(T)/text

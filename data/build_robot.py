@@ -41,6 +41,8 @@ def add_args(parser) -> None:
     parser.add_argument("--max-steps", type=int, default=150, help="episode length limit")
     parser.add_argument("--camera", default="corner4", help="MetaWorld camera (corner cameras are turned upright)")
     parser.add_argument("--keep-failed", action="store_true", help="also write episodes the expert did not solve")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that run and render episodes (the output does not depend on it)")
 
 
 def action_chunks(actions_TD: np.ndarray, horizon: int) -> np.ndarray:
@@ -103,6 +105,8 @@ def main() -> dict:
         raise ValueError(f"--horizon must be at least 1 step, got {horizon}")
     if max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {max_steps}")
+    if extra["workers"] < 1:
+        raise ValueError(f"--workers must be at least 1, got {extra['workers']}")
     if camera not in mw.CORNER_CAMERAS + mw.OTHER_CAMERAS:
         raise ValueError(f"unknown --camera {camera!r}; MetaWorld cameras: {list(mw.CORNER_CAMERAS + mw.OTHER_CAMERAS)}")
     mw.check_available()  # before any work: a missing MetaWorld or EGL is named with its make target
@@ -134,13 +138,13 @@ def main() -> dict:
 
         def samples(split=split, num_episodes=num_episodes, split_seed=split_seed, counts=counts,
                     first=first_episode):
-            bar = tqdm(range(num_episodes), desc=f"robot/{split}", unit="episode")
-            for i in bar:
-                task = tasks[(first + i) % len(tasks)]
-                seed = int(np.random.default_rng([split_seed, i]).integers(2**31 - 1))
-                t0 = time.time()
-                episode = mw.rollout(task, seed, size=size, max_steps=max_steps, camera=camera)
-                sim["seconds"] += time.time() - t0
+            jobs = [(tasks[(first + i) % len(tasks)], int(np.random.default_rng([split_seed, i]).integers(2**31 - 1)))
+                    for i in range(num_episodes)]
+            episodes = mw.rollouts(jobs, extra["workers"], size=size, max_steps=max_steps, camera=camera)
+            bar = tqdm(episodes, total=num_episodes, desc=f"robot/{split}", unit="episode")
+            for i, (episode, seconds) in enumerate(bar):
+                task = episode.task
+                sim["seconds"] += seconds
                 sim["steps"] += episode.num_steps
                 counts["attempted"] += 1
                 per_task[task]["attempted"] += 1
@@ -163,7 +167,9 @@ def main() -> dict:
     attempted = sum(v["attempted"] for v in per_task.values())
     manifest["per_task"] = per_task
     manifest["success_rate"] = round(sum(v["succeeded"] for v in per_task.values()) / max(attempted, 1), 4)
+    # per worker: the seconds are each episode's own, summed over processes
     manifest["rendered_steps_per_second"] = round(sim["steps"] / max(sim["seconds"], 1e-9), 1)
+    manifest["workers"] = extra["workers"]
     manifest["train_action_stats"] = column_stats(train_actions)
     manifest["train_proprio_stats"] = column_stats(train_proprio)
     manifest["build_seconds"] = round(time.time() - start, 2)

@@ -110,3 +110,25 @@ def test_action_chunks_pad_by_repeating_the_last_action():
     chunks = action_chunks(acts, 4)
     assert chunks.shape == (3, 4, 2)
     assert chunks[0].tolist() == [[0, 1], [2, 3], [4, 5], [4, 5]] and chunks[2].tolist() == [[4, 5]] * 4
+
+
+def test_builder_output_does_not_depend_on_the_number_of_workers(tmp_path):
+    common = ["--num", "3", "--seed", "4", "--tasks", "reach-v3,push-v3", "--size", "16", "--max-steps", "6",
+              "--horizon", "2", "--keep-failed"]
+    assert run_robot_builder("--out", str(tmp_path / "one"), *common) == 0
+    assert run_robot_builder("--out", str(tmp_path / "two"), *common, "--workers", "2") == 0
+    one = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    two = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert one["per_task"] == two["per_task"] and two["workers"] == 2
+    for split in ("train", "val", "test"):
+        count = one["splits"][split]["count"]
+        assert count == two["splits"][split]["count"] > 0
+        for a, b in zip(read_split(tmp_path / "one", split, count), read_split(tmp_path / "two", split, count)):
+            assert a["json"] == b["json"]
+            assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("png", "actions.npy", "proprio.npy"))
+
+
+def test_builder_rejects_zero_workers(tmp_path, capsys):
+    assert run_robot_builder("--out", str(tmp_path / "robot"), "--num", "1", "--workers", "0") == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "robot").exists()

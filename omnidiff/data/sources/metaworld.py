@@ -10,7 +10,8 @@ What this file owns:
   off (multisampling, shadows, reflections, skybox), measured ~5-8x faster than the defaults at
   64-128 px. The corner cameras of the MetaWorld scene are mounted with their up axis pointing at
   the floor, so their images are turned by 180 degrees (a rotation, not a mirror: left stays left);
-- `rollout`: one expert episode -> per-step frame, proprio state, action and success flag.
+- `rollout`: one expert episode -> per-step frame, proprio state, action and success flag;
+  `rollouts`: many, in order, from several processes.
 
 Proprio state (``PROPRIO_DIM`` = 4): the first four observation values, the end effector's xyz in
 metres and how far the gripper fingers are apart (0 closed .. 1 open). Actions (``ACTION_DIM`` = 4):
@@ -24,8 +25,12 @@ unless the caller already chose (``make`` exports it too), so import it before `
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,3 +289,25 @@ def rollout(task: str, seed: int, *, size: int = 64, max_steps: int = 150, camer
     frames_arr = np.stack(frames) if frames else np.zeros((0, size, size, 3), dtype=np.uint8)
     return Episode(task=task, seed=int(seed), frames=frames_arr, proprio=np.asarray(proprio, dtype=np.float32),
                    actions=np.asarray(actions, dtype=np.float32), success=np.asarray(success, dtype=bool))
+
+
+def _timed_rollout(job: tuple[str, int], **kwargs) -> tuple[Episode, float]:
+    t0 = time.time()
+    episode = rollout(*job, **kwargs)
+    return episode, time.time() - t0
+
+
+def rollouts(jobs: list[tuple[str, int]], workers: int = 1, **kwargs) -> Iterator[tuple[Episode, float]]:
+    """``rollout(task, seed, **kwargs)`` for each ``(task, seed)`` job, in job order, from ``workers`` processes.
+
+    Yields ``(episode, seconds it took)``. An episode is fixed by its task and seed, so what comes out does not
+    depend on ``workers``. Workers are spawned, not forked: an EGL context does not survive a fork.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    run = functools.partial(_timed_rollout, **kwargs)
+    if workers == 1:
+        yield from map(run, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(run, jobs)
