@@ -77,13 +77,21 @@ def training_line(run: Path) -> str:
     return f"Trained {steps} steps in {minutes:.1f} training minutes (evaluation excluded)."
 
 
-def recipe_of(run: Path) -> tuple[int | None, list[str]]:
-    """(train.steps, the streams ``task:path`` with weight and start) of a run's saved config.yaml."""
+def recipe_of(run: Path) -> tuple[int | None, dict[str, tuple[float, float]]]:
+    """(train.steps, {stream ``task:path``: (weight, start)}) of a run's saved config.yaml."""
     config_file = run / "config.yaml"
     if not config_file.exists():
-        return None, []
+        return None, {}
     cfg = load_config(config_file)
-    return cfg.train.steps, [f"{t.task}:{Path(t.path).name} (weight {t.weight:g}, start {t.start:g})" for t in cfg.data.tasks]
+    return cfg.train.steps, {f"{t.task}:{Path(t.path).name}": (t.weight, t.start) for t in cfg.data.tasks}
+
+
+def _mix(weight_start: tuple[float, float]) -> str:
+    return f"weight {weight_start[0]:g}, start {weight_start[1]:g}"
+
+
+def _stream(name: str, weight_start: tuple[float, float]) -> str:
+    return f"{name} ({_mix(weight_start)})"
 
 
 def twin_differences(run: Path, twin: Path) -> str:
@@ -92,8 +100,16 @@ def twin_differences(run: Path, twin: Path) -> str:
     parts = []
     if run_steps != twin_steps:
         parts.append(f"the twin trained {twin_steps} steps, the run {run_steps}")
-    only_run = [s for s in run_streams if s not in twin_streams]
-    only_twin = [s for s in twin_streams if s not in run_streams]
+    changed = []
+    for k, v in run_streams.items():
+        if k in twin_streams and twin_streams[k] != v:
+            fields = [f"{name} {mine:g} (twin {theirs:g})"
+                      for name, mine, theirs in zip(("weight", "start"), v, twin_streams[k]) if mine != theirs]
+            changed.append(f"{k} " + " and ".join(fields))
+    if changed:
+        parts.append("streams mixed differently: " + ", ".join(changed))
+    only_run = [_stream(k, v) for k, v in run_streams.items() if k not in twin_streams]
+    only_twin = [_stream(k, v) for k, v in twin_streams.items() if k not in run_streams]
     if only_run or only_twin:
         parts.append("streams only the run has: " + (", ".join(only_run) or "none") +
                      "; only the twin: " + (", ".join(only_twin) or "none"))

@@ -107,7 +107,8 @@ def test_report_puts_the_ar_twin_beside_the_run(tmp_path, capsys):
 def test_report_says_where_the_twin_recipe_differs(tmp_path):
     from omnidiff.eval.report import main
 
-    for name, steps, tts_path in (("run", 10000, "runs/data/speech_tts"), ("twin", 5000, "runs/data/speech")):
+    for name, steps, tts_path, vla_weight in (("run", 10000, "runs/data/speech_tts", 4),
+                                              ("twin", 5000, "runs/data/speech", 2)):
         (tmp_path / name / "results").mkdir(parents=True)
         stream = f"tts:{tts_path.rsplit('/', 1)[1]}"
         (tmp_path / name / "results" / "results.json").write_text(json.dumps(
@@ -115,13 +116,16 @@ def test_report_says_where_the_twin_recipe_differs(tmp_path):
              stream: {"metrics": {"wer_generated": 0.7}, "examples": []}}))
         (tmp_path / name / "config.yaml").write_text(
             f"train: {{steps: {steps}}}\ndata:\n  tasks:\n    - {{task: caption, path: runs/data/shapes, weight: 2}}\n"
-            f"    - {{task: tts, path: {tts_path}, weight: 0.4, start: 0.2}}\n")
+            f"    - {{task: tts, path: {tts_path}, weight: 0.4, start: 0.2}}\n"
+            f"    - {{task: vla, path: runs/data/robot, weight: {vla_weight}, start: 0.2}}\n")
     doc = tmp_path / "results.md"
     assert main(["--run", str(tmp_path / "run"), "--twin", str(tmp_path / "twin"), "--doc", str(doc),
                  "--twin-note", "The robot set was rebuilt with 400 episodes after the twin trained."]) == 0
     text = doc.read_text()
     assert "the twin trained 5000 steps, the run 10000" in text
     assert "only the run has: tts:speech_tts (weight 0.4, start 0.2); only the twin: tts:speech (weight 0.4" in text
+    assert "streams mixed differently: vla:robot weight 4 (twin 2);" in text
+    assert text.count("vla:robot") == 1  # a reweighted stream is not also listed as only the run's
     assert "caption:shapes" not in text.split("Not the same recipe")[1].split("\n")[0]  # shared streams are not listed
     assert "rebuilt with 400 episodes" in text
     assert "| tts:speech_tts | whisper_wer | 0.700 |" in text  # the one-voice stream has its headline too
