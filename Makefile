@@ -71,8 +71,7 @@ N_TEXT := 40000
 N_SHAPES := 8000
 N_DIGITS := 4000
 N_SPEECH := 1200
-ROBOT_WORKERS ?= 2  # processes rendering robot episodes (the episodes do not depend on it)
-N_ROBOT := 400  # episodes: 8x the 50 of before, ~8 build minutes; robot closed loop 2 -> 10 of 20 (docs/ablations.md, row 57)
+N_ROBOT := 400  # episodes: 8x the 50 of before, ~3 build minutes with 2 processes; robot closed loop 2 -> 10 of 20 (docs/ablations.md, row 57)
 IMAGE_VQ_ARGS :=
 AUDIO_CODEC_ARGS :=
 DEMO_TRAIN_ARGS :=
@@ -87,6 +86,8 @@ $(error SCALE must be 'full' or 'smoke', got '$(SCALE)')
 endif
 D := $(R)/data
 TTS_VOICE ?= flite-slt
+# processes rendering robot episodes (the episodes do not depend on it)
+ROBOT_WORKERS ?= 2
 T := $(R)/tokenizers
 RUN := $(R)/demo
 RES := $(R)/results
