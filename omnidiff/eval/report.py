@@ -86,12 +86,8 @@ def recipe_of(run: Path) -> tuple[int | None, dict[str, tuple[float, float]]]:
     return cfg.train.steps, {f"{t.task}:{Path(t.path).name}": (t.weight, t.start) for t in cfg.data.tasks}
 
 
-def _mix(weight_start: tuple[float, float]) -> str:
-    return f"weight {weight_start[0]:g}, start {weight_start[1]:g}"
-
-
 def _stream(name: str, weight_start: tuple[float, float]) -> str:
-    return f"{name} ({_mix(weight_start)})"
+    return f"{name} (weight {weight_start[0]:g}, start {weight_start[1]:g})"
 
 
 def twin_differences(run: Path, twin: Path) -> str:
