@@ -146,7 +146,7 @@ $(RUN)/model/config.json: | $(DEMO_INPUTS)
 $(RUN)/results/results.json: $(RUN)/model/config.json
 	$(PY) -m omnidiff.eval --run $(RUN) $(EVAL_ARGS)
 
-# The results: the demo's data and tokenizers, one shared model trained 2.6x longer on every task
+# The results: the demo's data and tokenizers, one shared model trained 1.8x longer on every task
 # (configs/results.yaml, 9,000 steps: ~53 training minutes on 2 cores, ~80 with its evaluations, ~105-110 from a
 # clean clone; resumable), held-out scores during training (learning curves) and after it, written to
 # docs/results.md + docs/results.json (SCALE=smoke: under runs/smoke/).
