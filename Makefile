@@ -10,7 +10,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 export MUJOCO_GL ?= egl
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup data-deps test test-slow bench demo results results-twin encoder clip distill demo-text smollm2 adapt-smollm2 lint clean
+.PHONY: setup data-deps test test-slow bench demo results results-twin encoder audio-encoder clip distill demo-text smollm2 adapt-smollm2 lint clean
 
 setup: $(STAMP)
 
@@ -132,6 +132,15 @@ ENCODER := $(R)/encoder
 encoder: setup data-deps $(ENCODER)/backbone.safetensors
 $(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.json
 	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
+
+# The audio encoder's speech backbone pretrained with CTC on the speech set's transcripts
+# (omnidiff/training/ctc_pretrain.py, ~5 minutes): speech recognition hears its clip through it, frozen,
+# in place of the codec codes (model.audio_encoder_init; docs/ablations.md, section 21).
+AUDIO_ENCODER := $(R)/audio_encoder
+CTC_ARGS := $(if $(filter smoke,$(SCALE)),--epochs 2 --batch 8,)
+audio-encoder: setup data-deps $(AUDIO_ENCODER)/backbone.safetensors
+$(AUDIO_ENCODER)/backbone.safetensors: $(D)/speech/manifest.json
+	$(PY) -m omnidiff.training.ctc_pretrain --data $(D)/speech --out $(AUDIO_ENCODER) $(CTC_ARGS)
 
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/speech_tts/manifest.json \

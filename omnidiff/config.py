@@ -43,6 +43,12 @@ class ModelConfig:
     # pretraining (python -m omnidiff.training.dense_pretrain) or by CLIP pretraining on image-caption
     # pairs (python -m omnidiff.training.clip); "": random.
     image_encoder_init: str = ""
+    # Prompt audio (speech recognition) also heard as a waveform by a speech encoder, e.g.
+    # {freeze_backbone: true} (omnidiff.models.audio_encoder); {}: codes only.
+    audio_encoder: dict = field(default_factory=dict)
+    # The speech encoder's starting weights: a folder or backbone.safetensors written by CTC pretraining on the
+    # speech transcripts (python -m omnidiff.training.ctc_pretrain); "": random.
+    audio_encoder_init: str = ""
     # A model folder train.py exported (e.g. runs/results/model): its architecture and weights start the
     # run (fine-tuning, few-step distillation); the tokenizers must give the same vocabulary.
     init_run: str = ""
@@ -56,9 +62,9 @@ class ModelConfig:
             raise ValueError(f"model.init_embeddings must be 'random' or 'codebook', got {self.init_embeddings!r}")
         if self.init_weights not in ("pretrained", "random"):
             raise ValueError(f"model.init_weights must be 'pretrained' or 'random', got {self.init_weights!r}")
-        if self.init_run and (self.init_from or self.image_encoder or self.overrides):
+        if self.init_run and (self.init_from or self.image_encoder or self.audio_encoder or self.overrides):
             raise ValueError("model.init_run takes the architecture of the model it loads; drop model.init_from, "
-                             "model.image_encoder and model.overrides")
+                             "model.image_encoder, model.audio_encoder and model.overrides")
         if not isinstance(self.output_prior, int) or self.output_prior < 0:
             raise ValueError(f"model.output_prior is a number of batches (0: off), got {self.output_prior!r}")
         if self.output_prior and (self.init_from or self.init_run):
@@ -71,9 +77,16 @@ class ModelConfig:
             raise ValueError("model.image_encoder.freeze_backbone keeps a pretrained backbone fixed, but "
                              "model.image_encoder_init names none (a frozen random backbone reads nothing); make one "
                              "with `python -m omnidiff.training.dense_pretrain` and set model.image_encoder_init")
-        if self.image_encoder and self.init_from:
-            raise ValueError("model.image_encoder cannot be combined with model.init_from yet (a pretrained causal LM "
-                             "has no image encoder to load); drop one of them")
+        if self.audio_encoder_init and not self.audio_encoder:
+            raise ValueError("model.audio_encoder_init gives the audio encoder's backbone weights, but there is no "
+                             "model.audio_encoder; set one (e.g. {freeze_backbone: true})")
+        if self.audio_encoder.get("freeze_backbone") and not self.audio_encoder_init:
+            raise ValueError("model.audio_encoder.freeze_backbone keeps a pretrained backbone fixed, but "
+                             "model.audio_encoder_init names none (a frozen random backbone hears nothing); make one "
+                             "with `python -m omnidiff.training.ctc_pretrain` and set model.audio_encoder_init")
+        if (self.image_encoder or self.audio_encoder) and self.init_from:
+            raise ValueError("model.image_encoder and model.audio_encoder cannot be combined with model.init_from yet "
+                             "(a pretrained causal LM has no encoder to load); drop one of them")
 
 
 @dataclass

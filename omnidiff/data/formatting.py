@@ -9,8 +9,8 @@ which the loader counts and logs.
 
 Batch dict (``collate``): ``tokens`` [B, L] (left pads, prefix, answer, then right pads when answer
 lengths differ), ``padding_mask`` [B, L] (True on prefix and answer), ``answer_mask`` [B, L]
-(True on answer columns), ``tasks`` (names), and ``images`` (`ImageInputs`, the prompt images)
-when examples carry pixels.
+(True on answer columns), ``tasks`` (names), ``images`` (`ImageInputs`, the prompt images) when
+examples carry pixels, and ``audio`` (`AudioInputs`, the prompt clips) when they carry waveforms.
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def image_pixels(toks, image) -> torch.Tensor:
     return need(toks, "image").to_tensor(image) * 2.0 - 1.0
 
 
+def audio_wave(toks, wav) -> torch.Tensor:
+    """A decoded ``wav`` member ``{"array", "sample_rate"}`` as the mono float wave [T] an audio encoder hears,
+    resampled to the audio tokenizer's rate (its own resampling)."""
+    return need(toks, "audio").wave_tensor((np.asarray(wav["array"], dtype=np.float32), int(wav["sample_rate"])))
+
+
 def audio_ids(toks, vocab, wav, levels: int | None = None) -> torch.Tensor:
     """Global ids of a decoded ``wav`` member ``{"array", "sample_rate"}`` (frame-major, levels interleaved),
     with the first ``levels`` codec levels (all by default)."""
@@ -99,11 +105,13 @@ def fit_answer(answer: torch.Tensor, answer_len: int, eos_id: int, what: str) ->
 
 
 def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: list[str] | None = None,
-            prefix_multiple: int = 1, pixels: list[torch.Tensor | None] | None = None) -> dict:
+            prefix_multiple: int = 1, pixels: list[torch.Tensor | None] | None = None,
+            waves: list[torch.Tensor | None] | None = None) -> dict:
     """Pack (prefix, answer) pairs: prefixes right-aligned to a common answer start column, which is
     rounded up to ``prefix_multiple`` (block attention: answers start on a block boundary, as the
     sampler lays them out). ``pixels``: each example's prompt image [3, S, S] (None when its prompt
-    has none), for a model with an image encoder."""
+    has none), for a model with an image encoder; ``waves``: each example's prompt clip [T] (None when
+    it has none), for a model with an audio encoder."""
     if not examples:
         raise ValueError("cannot collate an empty list of examples")
     P = max(p.numel() for p, _ in examples)
@@ -127,4 +135,27 @@ def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], vocab, tasks: lis
         images = image_inputs([p for p, _ in examples], pixels, vocab)
         if images is not None:
             batch["images"] = images
+    if waves is not None:
+        from omnidiff.models.audio_encoder import audio_inputs
+
+        audio = audio_inputs([p for p, _ in examples], waves, vocab)
+        if audio is not None:
+            batch["audio"] = audio
     return batch
+
+
+PROMPT_INPUTS = ("images", "audio")  # what a batch may carry for the model's encoders besides its tokens
+
+
+def prompt_inputs(batch: dict, *, times: int = 1, rows: torch.Tensor | None = None) -> dict:
+    """The batch's prompt pictures and clips as keyword arguments of the model's forward (``{}`` if none):
+    for ``times`` stacked copies of the rows (complementary masking), or for the rows ``rows`` only."""
+    found = {}
+    for name in PROMPT_INPUTS:
+        inputs = batch.get(name)
+        if inputs is None:
+            continue
+        if rows is not None:
+            inputs = inputs.select(rows)
+        found[name] = inputs.repeat(times) if times != 1 else inputs
+    return found

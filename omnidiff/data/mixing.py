@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnidiff.data.formatting import collate, image_pixels, require
+from omnidiff.data.formatting import audio_wave, collate, image_pixels, require
 from omnidiff.data.shards import ShardStream, split_shards
+from omnidiff.models.audio_encoder import audio_code_span
 from omnidiff.models.image_encoder import image_code_start
 from omnidiff.tasks import get_task
 from omnidiff.tokenization.code_cache import enable_code_caches
@@ -135,6 +136,7 @@ class MixtureConfig:
     # first encodes nothing (tokenization/code_cache.py); 0: encode every time
     image_inputs: bool = False  # batches also carry the prompt images' pixels (the trainer sets it when the
     # model has an image encoder)
+    audio_inputs: bool = False  # batches also carry the prompt clips' waveforms (set when it has an audio encoder)
     batches_per_step: int = 1  # batches one training step consumes per rank (the trainer sets grad_accum) and
     steps: int = 0  # the run's steps (the trainer sets train.steps): a task's start step is start * steps
 
@@ -173,14 +175,15 @@ class _BatchMaker:
         self.format_errors = state.get("format_errors", 0)
         self._iters = [iter(s) for s in self.streams]
 
-    def example(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """((prefix, answer), the prompt image's pixels or None) of the next sample of task ``i``."""
+    def example(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """((prefix, answer), the prompt image's pixels or None, the prompt clip's wave or None) of the next
+        sample of task ``i``."""
         spec = self.cfg.tasks[i]
         for _ in range(MAX_CONSECUTIVE_FORMAT_ERRORS):
             sample = next(self._iters[i])
             try:
                 pair = self.tasks[i].format(sample, self.toks, self.vocab, spec.answer_len)
-                return pair, self.prompt_pixels(pair[0], sample)
+                return pair, self.prompt_pixels(pair[0], sample), self.prompt_wave(pair[0], sample)
             except (ValueError, KeyError, OSError) as err:
                 self.format_errors += 1
                 log.warning("skipping sample %s of %s (task %s): %s", sample.get("__key__"), sample.get("__shard__"),
@@ -193,6 +196,12 @@ class _BatchMaker:
         if not self.cfg.image_inputs or image_code_start(prefix, self.vocab) < 0:
             return None
         return image_pixels(self.toks, require(sample, "png", "jpg", "jpeg"))
+
+    def prompt_wave(self, prefix: torch.Tensor, sample: dict) -> torch.Tensor | None:
+        """The sample's clip as a waveform when audio inputs are on and its prompt holds audio codes."""
+        if not self.cfg.audio_inputs or audio_code_span(prefix, self.vocab)[0] < 0:
+            return None
+        return audio_wave(self.toks, require(sample, "wav"))
 
     def probs(self, batch_index: int) -> np.ndarray:
         """Each task's share of batch ``batch_index``: its weight once its start step is reached, else 0."""
@@ -209,9 +218,9 @@ class _BatchMaker:
             picks = [int(i) for i in rng.choice(members, size=self.cfg.batch_size, p=within)]
         else:
             picks = rng.choice(len(self.tasks), size=self.cfg.batch_size, p=probs).tolist()
-        examples, pixels = zip(*[self.example(i) for i in picks], strict=True)
+        examples, pixels, waves = zip(*[self.example(i) for i in picks], strict=True)
         return collate(list(examples), self.vocab, [self.cfg.tasks[i].task for i in picks], self.cfg.prefix_multiple,
-                       list(pixels) if self.cfg.image_inputs else None)
+                       list(pixels) if self.cfg.image_inputs else None, list(waves) if self.cfg.audio_inputs else None)
 
 
 class _WorkerBatches(torch.utils.data.IterableDataset):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnidiff.data.formatting import prompt_inputs
 from omnidiff.diffusion.objectives import (
     DiffusionLossConfig,
     LossOutput,
@@ -42,8 +43,8 @@ def autoregressive_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig,
     x_0, pad, ans = check_batch(batch)
     check_shift(pad, ans)
     device = x_0.device
-    images = batch.get("images")
-    forward = model if images is None else functools.partial(model, images=images)
+    inputs = prompt_inputs(batch)
+    forward = functools.partial(model, **inputs) if inputs else model
     logits_NV, aux = forward(x_0, attention=attention_spec(cfg, pad, ans, "causal"), return_aux=True,
                              logits_mask=shift_selection(ans))
     targets = x_0[ans]

@@ -29,6 +29,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from omnidiff.data.formatting import prompt_inputs
 from omnidiff.diffusion.objectives import DiffusionLossConfig, LossOutput, check_batch, diffusion_loss
 
 
@@ -52,7 +53,6 @@ def own_answers(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, vocab) 
     was_training = module.training
     module.eval()
     tokens = x_0.clone()
-    images = batch.get("images")
     try:
         for A in sorted(set(lengths[rows].tolist())):
             sel = (rows & (lengths == A)).nonzero().flatten()
@@ -61,8 +61,8 @@ def own_answers(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, vocab) 
             attention = cfg.target_attention if cfg.target_attention in ("prefix", "full") else "full"
             sampler = SamplerConfig(attention=attention, cache="prefix" if attention == "prefix" else "none",
                                     block_len=block, shift=cfg.shift)
-            row_images = None if images is None else images.select(sel)
-            out = generate(module, prompts, answer_len=int(A), vocab=vocab, config=sampler, images=row_images)
+            out = generate(module, prompts, answer_len=int(A), vocab=vocab, config=sampler,
+                           **prompt_inputs(batch, rows=sel))
             for i, b in enumerate(sel.tolist()):
                 tokens[b, ans[b]] = out.tokens[i]
     finally:

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnidiff.data.formatting import prompt_inputs
 from omnidiff.diffusion.masking import (
     annealed_attention_mask,
     block_input,
@@ -253,8 +254,8 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
         t = sampler.sample(B, generator=generator, device=device)
     rate = schedule.mask_rate(t)
     tasks = list(batch.get("tasks") or [])
-    images = batch.get("images")  # prompt images (models/image_encoder.py), bound to the model's calls
-    forward = model if images is None else functools.partial(model, images=images)
+    inputs = prompt_inputs(batch)  # prompt images and clips (models/*_encoder.py), bound to the model's calls
+    forward = functools.partial(model, **inputs) if inputs else model
     if cfg.complementary and cfg.share_prefix:  # both copies in one row each, one prefix encoding
         x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
         packed = pack_copies(pad, ans, [x_t[:B], x_t[B:]], [masked[:B], masked[B:]])
@@ -271,8 +272,8 @@ def diffusion_loss(model: nn.Module, batch: dict, cfg: DiffusionLossConfig, *,
             x_t, masked, rate = complementary_copies(x_0, ans, rate, cfg.mask_id, generator=generator)
             t = torch.cat([t, schedule.time_of_rate(1.0 - rate[:B]).to(t)])
             x_0, pad, ans, tasks = torch.cat([x_0, x_0]), torch.cat([pad, pad]), torch.cat([ans, ans]), tasks * 2
-            if images is not None:
-                forward = functools.partial(model, images=images.repeat(2))
+            if inputs:
+                forward = functools.partial(model, **prompt_inputs(batch, times=2))
         else:
             x_t, masked = mask_tokens(x_0, ans, rate, cfg.mask_id, generator=generator)
         logits_NV, aux = model_logits(forward, x_t, x_0, pad, ans, masked, cfg, step=step, generator=generator)

@@ -17,7 +17,7 @@ import torch
 
 from omnidiff.data.formatting import fit_answer, text_ids
 from omnidiff.sampling.caches import Uncached
-from omnidiff.sampling.loop import WithImages, left_pad
+from omnidiff.sampling.loop import WithPromptInputs, left_pad
 
 
 def probe_columns(tokenizer, ids_local: torch.Tensor, words: tuple[str, ...]) -> list[int]:
@@ -58,7 +58,7 @@ def attribute_probe(pipe, samples: list[dict], words: tuple[str, ...], answer_le
         for b, (_, _, cols) in enumerate(chunk):
             masked[b, cols] = True
         inputs = pipe.image_inputs(prompts, images)
-        model = pipe.model if inputs is None else WithImages(pipe.model, inputs.to(pipe.device))
+        model = pipe.model if inputs is None else WithPromptInputs(pipe.model, inputs.to(pipe.device), None)
         denoiser = Uncached(model, prefix, pad, answer_len, attention=config.attention, block_size=config.block_len,
                             shift=config.shift)
         denoiser.begin()

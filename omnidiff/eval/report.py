@@ -100,7 +100,7 @@ def twin_differences(run: Path, twin: Path) -> str:
     for k, v in run_streams.items():
         if k in twin_streams and twin_streams[k] != v:
             fields = [f"{name} {mine:g} (twin {theirs:g})"
-                      for name, mine, theirs in zip(("weight", "start"), v, twin_streams[k]) if mine != theirs]
+                      for name, mine, theirs in zip(("weight", "start"), v, twin_streams[k], strict=True) if mine != theirs]
             changed.append(f"{k} " + " and ".join(fields))
     if changed:
         parts.append("streams mixed differently: " + ", ".join(changed))

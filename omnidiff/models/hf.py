@@ -88,6 +88,9 @@ class OmniDiffModel(PreTrainedModel):
     def encode_images(self, images):
         return self.model.encode_images(images)
 
+    def encode_audio(self, audio):
+        return self.model.encode_audio(audio)
+
     def new_cache(self) -> KVCache:
         """An empty KV cache for this model, so that ``generate`` takes the wrapper for every cache mode."""
         return self.model.new_cache()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from omnidiff.models.audio_encoder import AudioEncoder, AudioEncoderConfig, AudioInputs
 from omnidiff.models.image_encoder import ImageEncoder, ImageEncoderConfig, ImageInputs
 from omnidiff.models.layers import (
     AttentionSpec,
@@ -56,6 +57,7 @@ class TransformerConfig:
     gradient_checkpointing: bool = False
     check_inputs: bool = True  # validate token ids (one host sync per forward)
     image_encoder: ImageEncoderConfig | None = None  # prompt images also read as pixels (models/image_encoder.py)
+    audio_encoder: AudioEncoderConfig | None = None  # prompt audio also heard as a waveform (models/audio_encoder.py)
     extra: dict = field(default_factory=dict)  # free-form metadata (e.g. source of an AR init)
 
     def __post_init__(self):
@@ -63,6 +65,8 @@ class TransformerConfig:
             self.moe = MoEConfig(**self.moe)
         if isinstance(self.image_encoder, dict):
             self.image_encoder = ImageEncoderConfig.from_dict(self.image_encoder)
+        if isinstance(self.audio_encoder, dict):
+            self.audio_encoder = AudioEncoderConfig.from_dict(self.audio_encoder)
         if isinstance(self.moe_layers, list):
             self.moe_layers = tuple(self.moe_layers)
         if self.vocab_size <= 0:
@@ -124,13 +128,16 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.head_bias)
         self.rope = RotaryEmbedding(cfg.dim // cfg.num_heads, cfg.max_positions, cfg.rope_theta)
         self.image_encoder = ImageEncoder(cfg.image_encoder, cfg.dim) if cfg.image_encoder is not None else None
+        self.audio_encoder = AudioEncoder(cfg.audio_encoder, cfg.dim) if cfg.audio_encoder is not None else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
+        own_init = [enc.backbone for enc in (self.image_encoder, self.audio_encoder) if enc is not None]
+        skipped = {id(m) for backbone in own_init for m in backbone.modules()}
         for module in self.modules():
-            if self.image_encoder is not None and module is self.image_encoder.backbone:
-                continue  # the timm backbone keeps its own initialisation
+            if id(module) in skipped:
+                continue  # the encoders' backbones keep their own initialisation
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -149,6 +156,12 @@ class Transformer(nn.Module):
             raise ValueError("image inputs were given but this model has no image encoder (model.image_encoder)")
         return self.image_encoder.encode(images)
 
+    def encode_audio(self, audio: AudioInputs) -> AudioInputs:
+        """``audio`` with the audio encoder's features computed once (for every forward of a decode)."""
+        if self.audio_encoder is None:
+            raise ValueError("audio inputs were given but this model has no audio encoder (model.audio_encoder)")
+        return self.audio_encoder.encode(audio)
+
     def forward(
         self,
         tokens: torch.Tensor,
@@ -161,6 +174,7 @@ class Transformer(nn.Module):
         logits_columns: slice | None = None,
         logits_mask: torch.Tensor | None = None,
         images: ImageInputs | None = None,
+        audio: AudioInputs | None = None,
     ):
         """Logits [B, L, V] for ``tokens`` [B, L].
 
@@ -180,6 +194,8 @@ class Transformer(nn.Module):
                 largest single cost at this size) skip the rest.
             images: the prompt images of the rows (`ImageInputs`), read by the image encoder and added to
                 the embeddings of their codes (needs ``image_encoder`` in the config).
+            audio: the prompt clips of the rows (`AudioInputs`), heard by the audio encoder in place of (or
+                added to) the embeddings of their codes (needs ``audio_encoder`` in the config).
         """
         spec = as_spec(attention)
         B, L = tokens.shape
@@ -210,6 +226,10 @@ class Transformer(nn.Module):
             if self.image_encoder is None:
                 raise ValueError("image inputs were given but this model has no image encoder (model.image_encoder)")
             x = self.image_encoder.add_to(x, positions, images)
+        if audio is not None:
+            if self.audio_encoder is None:
+                raise ValueError("audio inputs were given but this model has no audio encoder (model.audio_encoder)")
+            x = self.audio_encoder.add_to(x, positions, audio)
         hidden, auxes = [x], []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from omnidiff.data.formatting import image_pixels
+from omnidiff.data.formatting import audio_wave, image_pixels
 from omnidiff.files import read_json
+from omnidiff.models.audio_encoder import AudioInputs, audio_inputs
 from omnidiff.models.image_encoder import ImageInputs, image_inputs
 from omnidiff.sampling import SamplerConfig, generate
 from omnidiff.tasks import get_task
@@ -167,11 +168,13 @@ class DiffusionPipeline:
                answer_modality: str = "text", answer_layout: torch.Tensor | None = None,
                guidance_scale: float | None = None, temperature: float | None = None,
                uncond_prompt: torch.Tensor | None = None,
-               answer_init: torch.Tensor | None = None, images: list | None = None) -> tuple[torch.Tensor, dict]:
+               answer_init: torch.Tensor | None = None, images: list | None = None,
+               audio: list | None = None) -> tuple[torch.Tensor, dict]:
         """Run the sampler on prompts (global ids) -> ([B, answer_len] answers, stats).
 
         ``images``: the PIL picture in each prompt (None for a prompt without one); a model with an image
-        encoder reads them as pixels too, others ignore them.
+        encoder reads them as pixels too, others ignore them. ``audio``: the clip in each prompt
+        (``{"array", "sample_rate"}``, None for a prompt without one), heard by a model with an audio encoder.
         ``guidance_scale``/``temperature`` override the config's; with guidance on, ``uncond_prompt``
         (the task's prefix with its condition replaced by <uncond>) is the unconditional branch of every row.
         ``answer_init`` ([B, answer_len], <mask> where to decode) gives answer columns in advance.
@@ -187,7 +190,8 @@ class DiffusionPipeline:
         out = generate(self.model, [p.to(self.device) for p in prompts], answer_len=answer_len, vocab=self.vocab,
                        config=config, generator=gens, answer_modality=answer_modality, answer_layout=answer_layout,
                        uncond_prompts=None if uncond_prompts is None else [p.to(self.device) for p in uncond_prompts],
-                       answer_init=answer_init, images=self.image_inputs(prompts, images))
+                       answer_init=answer_init, images=self.image_inputs(prompts, images),
+                       audio=self.audio_inputs(prompts, audio))
         self.last_stats = out.stats
         return out.tokens.cpu(), out.stats
 
@@ -198,6 +202,14 @@ class DiffusionPipeline:
             return None
         pixels = [None if im is None else image_pixels(self.tokenizers, im) for im in images]
         return image_inputs([p.cpu() for p in prompts], pixels, self.vocab)
+
+    def audio_inputs(self, prompts: list[torch.Tensor], clips: list | None) -> AudioInputs | None:
+        """The prompts' clips as `AudioInputs` when the model hears waveforms (else None)."""
+        cfg = getattr(self.model, "cfg", None)
+        if clips is None or getattr(cfg, "audio_encoder", None) is None:
+            return None
+        waves = [None if clip is None else audio_wave(self.tokenizers, clip) for clip in clips]
+        return audio_inputs([p.cpu() for p in prompts], waves, self.vocab)
 
     def text_of(self, answer: torch.Tensor) -> str:
         return self.tokenizers.text.decode_global(self.vocab, answer).strip()

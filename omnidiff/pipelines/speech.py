@@ -28,8 +28,9 @@ class ASRPipeline(DiffusionPipeline):
         items = audio if isinstance(audio, list) else [audio]
         if not items:
             raise ValueError("no audio given")
-        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, as_wave(a)) for a in items]
-        answers, _ = self.decode(prompts, self.answer_len(answer_len, 64), seed=seed, config=config)
+        waves = [as_wave(a) for a in items]
+        prompts = [self.task_impl.prompt(self.tokenizers, self.vocab, w) for w in waves]
+        answers, _ = self.decode(prompts, self.answer_len(answer_len, 64), seed=seed, config=config, audio=waves)
         return [self.text_of(a) for a in answers]
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from omnidiff.models.audio_encoder import AudioInputs
 from omnidiff.models.image_encoder import ImageInputs
 from omnidiff.sampling.caches import ApproxCached, BlockCached, CausalCached, Denoiser, PrefixCached, Uncached
 from omnidiff.sampling.schedules import COMMIT_SCHEDULES, commit_counts
@@ -172,16 +173,20 @@ def row_generators(generator, batch: int) -> list[torch.Generator] | None:
     return [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds]
 
 
-class WithImages:
-    """``model`` with the prompt images bound to every forward (the rest of its interface passes through);
-    the image encoder runs once here, not in every denoising step."""
+class WithPromptInputs:
+    """``model`` with the prompt images and/or clips bound to every forward (the rest of its interface passes
+    through); the image and audio encoders run once here, not in every denoising step."""
 
-    def __init__(self, model: nn.Module, images: ImageInputs):
+    def __init__(self, model: nn.Module, images: ImageInputs | None, audio: AudioInputs | None):
+        self.model, self.inputs = model, {}
         with torch.no_grad():
-            self.model, self.images = model, model.encode_images(images)
+            if images is not None:
+                self.inputs["images"] = model.encode_images(images)
+            if audio is not None:
+                self.inputs["audio"] = model.encode_audio(audio)
 
     def __call__(self, tokens, **kwargs):
-        return self.model(tokens, images=self.images, **kwargs)
+        return self.model(tokens, **self.inputs, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -212,7 +217,8 @@ def _finished_with_eos(block_BN: torch.Tensor, eos_id: int) -> torch.Tensor:
 def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: SamplerConfig = SamplerConfig(),
              generator: torch.Generator | list[torch.Generator] | None = None, answer_modality: str = "text",
              uncond_prompts=None, answer_layout: torch.Tensor | None = None,
-             answer_init: torch.Tensor | None = None, images: ImageInputs | None = None) -> SampleOutput:
+             answer_init: torch.Tensor | None = None, images: ImageInputs | None = None,
+             audio: AudioInputs | None = None) -> SampleOutput:
     """Decode ``answer_len`` tokens after each prompt.
 
     Args:
@@ -233,6 +239,8 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
             decoded, anything else is given and kept (fill-in-the-middle: the suffix after a masked
             span is given, in place, so the span is decoded seeing both sides). Early stopping is
             off then, since it would overwrite given columns with <eos>.
+        images, audio: the prompts' pictures (`ImageInputs`) and clips (`AudioInputs`) for a model that
+            reads them through its image or audio encoder; each encoder runs once per decode.
     """
     prompts = _as_prompts(prompts)
     B, A = len(prompts), check_int("answer_len", answer_len)
@@ -253,9 +261,13 @@ def generate(model: nn.Module, prompts, *, answer_len: int, vocab, config: Sampl
 
     device = next(model.parameters()).device
     multiple = block_len if config.attention == "block" else 1
-    if images is not None and images.rows != B:
-        raise ValueError(f"image inputs describe {images.rows} prompts but {B} were given")
-    reader = model if images is None else WithImages(model, images.to(device))
+    for name, inputs in (("image", images), ("audio", audio)):
+        if inputs is not None and inputs.rows != B:
+            raise ValueError(f"{name} inputs describe {inputs.rows} prompts but {B} were given")
+    reader = model
+    if images is not None or audio is not None:
+        reader = WithPromptInputs(model, None if images is None else images.to(device),
+                                  None if audio is None else audio.to(device))
     denoisers = [make_denoiser(reader, *left_pad(prompts, vocab.pad_id, multiple, device), A, config)]
     if guided:
         uncond = _as_prompts(uncond_prompts)

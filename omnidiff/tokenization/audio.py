@@ -346,7 +346,8 @@ class AudioTokenizer:
         return {name: self.codebook_size for name in self.range_names()}
 
     # ------------------------------------------------------------------ audio <-> mel
-    def _wave_tensor(self, raw: Any) -> torch.Tensor:
+    def wave_tensor(self, raw: Any) -> torch.Tensor:
+        """A ``(wave [T], sample_rate)`` pair checked and resampled to the codec's rate: the mono float wave it encodes."""
         if not (isinstance(raw, tuple | list) and len(raw) == 2):
             raise ValueError("audio tokenizer encodes a (wave [T], sample_rate) pair, "
                              f"got {type(raw).__name__}")
@@ -388,7 +389,7 @@ class AudioTokenizer:
     @torch.no_grad()
     def encode(self, raw: Any) -> torch.Tensor:
         """``(wave [T], sample_rate)`` -> LongTensor ``[frames, levels]``; resampled to 16 kHz first."""
-        wave = self._wave_tensor(raw)
+        wave = self.wave_tensor(raw)
         return encode_through(self.code_cache, wave, lambda: self._encode_wave(wave))
 
     def _encode_wave(self, wave: torch.Tensor) -> torch.Tensor:

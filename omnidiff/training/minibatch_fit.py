@@ -34,7 +34,7 @@ def fit_minibatches(model: nn.Module, loss_of: Callable[[torch.Tensor], torch.Te
                 loss.backward()
                 opt.step()
                 sched.step()
-                history.append(round(float(loss), 4))
+                history.append(round(float(loss.detach()), 4))
                 bar.update(1)
                 bar.set_postfix(loss=history[-1])
     return history

@@ -50,7 +50,7 @@ def mixture_log_prior(data, batches: int, toks, vocab, *, rank: int = 0, world: 
     the mean of their probabilities, so every rank starts from the same prior. Every task counts from the
     start, also those a curriculum adds later (``start``; its loader has no run length, ``steps=0``): the
     prior is that of the whole mixture."""
-    own = dataclasses.replace(data, seed=data.seed + 104_729, image_inputs=False, num_workers=0, steps=0)
+    own = dataclasses.replace(data, seed=data.seed + 104_729, image_inputs=False, audio_inputs=False, num_workers=0, steps=0)
     loader = build_mixture_loader(own, toks, vocab, rank=rank, world_size=world)
     log_prior = answer_log_prior((next(loader) for _ in range(batches)), len(vocab))
     if world > 1:

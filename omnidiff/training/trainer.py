@@ -25,6 +25,7 @@ from omnidiff.config import RunConfig, to_dict
 from omnidiff.data.mixing import MixtureConfig, build_mixture_loader, check_starts, check_task
 from omnidiff.data.shards import split_shards
 from omnidiff.diffusion.losses import loss_inputs, training_loss
+from omnidiff.models.audio_encoder import AudioEncoderConfig, AudioInputs
 from omnidiff.models.image_encoder import ImageEncoderConfig, ImageInputs
 from omnidiff.models.presets import preset_config
 from omnidiff.models.transformer import Transformer
@@ -79,7 +80,8 @@ def evaluate(model, cfg: RunConfig, toks, vocab, loss_cfg) -> dict:
     tasks = cfg.val_data or [dataclasses.replace(t, split="val") for t in cfg.data.tasks]
     loader = build_mixture_loader(MixtureConfig(tasks=tasks, batch_size=cfg.data.batch_size, seed=12345,
                                                 prefix_multiple=cfg.data.prefix_multiple,
-                                                image_inputs=cfg.data.image_inputs), toks, vocab)
+                                                image_inputs=cfg.data.image_inputs,
+                                                audio_inputs=cfg.data.audio_inputs), toks, vocab)
     gen = torch.Generator().manual_seed(4242)
     was_training = model.training
     model.eval()
@@ -104,7 +106,7 @@ def as_evaluated(loss_cfg):
 
 
 def loader_to(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor | ImageInputs) else v for k, v in batch.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor | ImageInputs | AudioInputs) else v for k, v in batch.items()}
 
 
 def sample_text(model, cfg: RunConfig, toks, vocab, num: int) -> list[dict]:
@@ -159,10 +161,22 @@ def image_encoder_config(options: dict, toks) -> ImageEncoderConfig:
     return ImageEncoderConfig.from_dict({**options, "grid": h, "image_size": toks.image.image_size})
 
 
+def audio_encoder_config(options: dict, toks) -> AudioEncoderConfig:
+    """``model.audio_encoder`` with the audio tokenizer's sample rate and mel frame hop, so the encoder's frames
+    line up with the codec's."""
+    if getattr(toks, "audio", None) is None:
+        raise ValueError("model.audio_encoder hears prompt audio, but the config has no audio tokenizer; "
+                         "set tokenizers.audio or remove model.audio_encoder")
+    codec = toks.audio.config
+    backbone = {**options.get("backbone", {}), "sample_rate": codec.sample_rate, "hop_length": codec.hop_length}
+    return AudioEncoderConfig.from_dict({**options, "backbone": backbone})
+
+
 def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks, log_prior=None) -> Transformer:
     """The model a run starts from: ``initial`` (a pretrained one) or a fresh preset, with code embeddings
     from the tokenizers' codebooks when ``model.init_embeddings`` is ``codebook``, the image
-    encoder's backbone from ``model.image_encoder_init`` and the LM head's bias from ``log_prior``."""
+    encoder's backbone from ``model.image_encoder_init``, the audio encoder's from ``model.audio_encoder_init``
+    and the LM head's bias from ``log_prior``."""
     model = initial if initial is not None else Transformer(model_cfg)
     if log_prior is not None:
         with distributed.gathered_for_update([model.lm_head.bias]):
@@ -178,6 +192,12 @@ def new_model(cfg: RunConfig, model_cfg, initial, vocab, toks, log_prior=None) -
         backbone = model.image_encoder.backbone
         with distributed.gathered_for_update([*backbone.parameters(), *backbone.buffers()]):
             load_backbone(model.image_encoder, cfg.model.image_encoder_init)
+    if cfg.model.audio_encoder_init:  # a CTC-pretrained speech encoder (omnidiff.training.ctc_pretrain)
+        from omnidiff.training.ctc_pretrain import load_speech_backbone
+
+        backbone = model.audio_encoder.backbone
+        with distributed.gathered_for_update([*backbone.parameters(), *backbone.buffers()]):
+            load_speech_backbone(model.audio_encoder, cfg.model.audio_encoder_init)
     return model
 
 
@@ -211,8 +231,12 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict:
         model_cfg = preset_config(cfg.model.preset, vocab_size=len(vocab), **cfg.model.overrides)
     if cfg.model.image_encoder:
         model_cfg = dataclasses.replace(model_cfg, image_encoder=image_encoder_config(cfg.model.image_encoder, toks))
+    if cfg.model.audio_encoder:
+        model_cfg = dataclasses.replace(model_cfg, audio_encoder=audio_encoder_config(cfg.model.audio_encoder, toks))
     if model_cfg.image_encoder is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_inputs=True))
+    if model_cfg.audio_encoder is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, audio_inputs=True))
     if cfg.model.output_prior:
         model_cfg = dataclasses.replace(model_cfg, head_bias=True)
     rank, world = distributed.init_distributed(cfg.distributed, cfg.train.device)

@@ -123,7 +123,7 @@ def test_builder_output_does_not_depend_on_the_number_of_workers(tmp_path):
     for split in ("train", "val", "test"):
         count = one["splits"][split]["count"]
         assert count == two["splits"][split]["count"] > 0
-        for a, b in zip(read_split(tmp_path / "one", split, count), read_split(tmp_path / "two", split, count)):
+        for a, b in zip(read_split(tmp_path / "one", split, count), read_split(tmp_path / "two", split, count), strict=True):
             assert a["json"] == b["json"]
             assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("png", "actions.npy", "proprio.npy"))
 
