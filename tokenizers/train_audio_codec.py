@@ -191,7 +191,7 @@ def train(codec_cfg: AudioCodecConfig, cfg: CodecTrainConfig, out: Path, data: P
         waves = synthesised_waves(cfg.utterances + cfg.val_utterances, cfg.seed, cfg.max_seconds)
         train_raw = [(w, 16000) for w in waves[: cfg.utterances]]
         val_raw = [(w, 16000) for w in waves[cfg.utterances:]]
-    log_mels = [tok.log_mel(tok._wave_tensor((torch.from_numpy(np.asarray(w, np.float32)), int(sr))))
+    log_mels = [tok.log_mel(tok.wave_tensor((torch.from_numpy(np.asarray(w, np.float32)), int(sr))))
                 for w, sr in tqdm(train_raw + val_raw, desc="log-mel", unit="utt")]
     train_mels, val_mels = log_mels[: len(train_raw)], log_mels[len(train_raw):]
     if init is None:  # a continued codec keeps the statistics its weights were trained with
