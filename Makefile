@@ -145,11 +145,12 @@ $(AUDIO_ENCODER)/backbone.safetensors: $(D)/speech/manifest.json
 DEMO_INPUTS := $(D)/text/manifest.json $(D)/shapes/manifest.json $(D)/digits/manifest.json $(D)/speech/manifest.json \
 	$(D)/speech_tts/manifest.json \
 	$(D)/robot/manifest.json $(T)/text/tokenizer.json $(T)/image/model.safetensors $(T)/audio/audio_codec.safetensors \
-	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors
+	$(T)/action/omnidiff_tokenizer.json $(ENCODER)/backbone.safetensors $(AUDIO_ENCODER)/backbone.safetensors
 
 $(RUN)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/demo.yaml data.root=$(D) train.out=$(RUN) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) $(DEMO_TRAIN_ARGS) \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) \
+		model.audio_encoder_init=$(AUDIO_ENCODER) $(DEMO_TRAIN_ARGS) \
 		$(if $(wildcard $(RUN)/checkpoints/latest),--resume,)
 
 $(RUN)/results/results.json: $(RUN)/model/config.json
@@ -164,7 +165,8 @@ results: setup data-deps $(RES)/results/results.json
 
 $(RES)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES) tokenizers.text=$(T)/text \
-		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) $(RESULTS_TRAIN_ARGS) \
+		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) \
+		model.audio_encoder_init=$(AUDIO_ENCODER) $(RESULTS_TRAIN_ARGS) \
 		$(if $(wildcard $(RES)/checkpoints/latest),--resume,)
 
 $(RES)/results/results.json: $(RES)/model/config.json
@@ -182,6 +184,7 @@ results-twin: results $(RES_AR)/results/results.json
 $(RES_AR)/model/config.json: | $(DEMO_INPUTS)
 	$(PY) train.py --config configs/results.yaml data.root=$(D) train.out=$(RES_AR) tokenizers.text=$(T)/text \
 		tokenizers.image=$(T)/image tokenizers.audio=$(T)/audio tokenizers.action=$(T)/action model.image_encoder_init=$(ENCODER) \
+		model.audio_encoder_init=$(AUDIO_ENCODER) \
 		$(AR_TWIN) $(RESULTS_TRAIN_ARGS) $(if $(wildcard $(RES_AR)/checkpoints/latest),--resume,)
 
 $(RES_AR)/results/results.json: $(RES_AR)/model/config.json

@@ -198,6 +198,8 @@ def shrunk(recipe: Path, standins, out: Path):
         init += [f"model.overrides={json.dumps(overrides)}"]
     if real.model.image_encoder_init:  # a pretrained backbone (make encoder): a random one of the same shape
         init += [f"model.image_encoder_init={standin_backbone(out.parent / 'encoder', real.model.image_encoder)}"]
+    if real.model.audio_encoder_init:  # a CTC-pretrained speech backbone (make audio-encoder): a random one
+        init += [f"model.audio_encoder_init={standin_speech_backbone(out.parent / 'audio_encoder', tokenizers)}"]
     cfg = load_config(recipe, [
         *init, "model.preset=debug", "train.device=cpu", "distributed.dtype=fp32",
         "distributed.zero_stage=0", "distributed.grad_accum=1", "distributed.offload_optimizer=false",
@@ -223,6 +225,19 @@ def standin_backbone(folder: Path, options: dict) -> Path:
     path = folder / "backbone.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"backbone": options["backbone"]})
     return path
+
+
+def standin_speech_backbone(folder: Path, tokenizers: dict) -> Path:
+    """A ``backbone.safetensors`` as `make audio-encoder` writes it, random, at the stand-in codec's rate and hop."""
+    from omnidiff.models.speech_backbone import SpeechBackbone, SpeechBackboneConfig
+    from omnidiff.training.ctc_pretrain import save_speech_backbone
+
+    codec = TokenizerSet.load({"audio": tokenizers["audio"]}).audio.config
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    backbone = SpeechBackbone(SpeechBackboneConfig(sample_rate=codec.sample_rate, hop_length=codec.hop_length))
+    save_speech_backbone(backbone, folder / "backbone.safetensors")
+    return folder
 
 
 def test_every_recipe_is_tested():

@@ -166,10 +166,7 @@ def pretrain(data: str, out: str, *, channels: int = 192, layers: int = 3, heads
     train_after = error_rates(model, train_waves[:len(val_waves)], train_texts[:len(val_waves)])
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trunk = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
-    with atomic_output(out_dir / BACKBONE_FILE) as tmp:
-        save_file(trunk, str(tmp), metadata={"backbone": "speech", "config": json.dumps(cfg.to_dict()),
-                                             "objective": "ctc_characters"})
+    save_speech_backbone(model.backbone, out_dir / BACKBONE_FILE)
     summary = {"backbone": cfg.to_dict(), "data": str(data), "alphabet": alphabet, "train_clips": len(train_waves),
                "val_clips": len(val_waves), "epochs": epochs, "batch": batch, "lr": lr, "steps": len(history),
                "minutes": round((time.perf_counter() - start) / 60, 2), "val_before": before, "val_after": after,
@@ -178,6 +175,14 @@ def pretrain(data: str, out: str, *, channels: int = 192, layers: int = 3, heads
     with atomic_output(out_dir / "ctc.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def save_speech_backbone(backbone: SpeechBackbone, path: str | Path) -> None:
+    """Write ``backbone``'s weights with its settings, as ``model.audio_encoder_init`` reads them."""
+    trunk = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
+    with atomic_output(Path(path)) as tmp:
+        save_file(trunk, str(tmp), metadata={"backbone": "speech", "config": json.dumps(backbone.cfg.to_dict()),
+                                             "objective": "ctc_characters"})
 
 
 def load_speech_backbone(encoder: nn.Module, path: str | Path) -> None:
