@@ -151,6 +151,13 @@ def evaluate_asr(pipe, samples: list[dict], **kwargs) -> tuple[dict, list[dict]]
     return {"wer": round(word_error_rate(refs, hyps), 4), "n": len(samples)}, records
 
 
+def codec_round_trip(tok, wav: dict, levels: int | None) -> tuple[np.ndarray, int]:
+    """``wav`` encoded by the audio tokenizer, cut to its first ``levels`` residual levels and decoded:
+    the best recording a model that speaks those levels can produce for it."""
+    codes = tok.encode((np.asarray(wav["array"], np.float32), int(wav["sample_rate"])))
+    return tok.decode(codes[:, :levels])
+
+
 def evaluate_tts(pipe, samples: list[dict], transcriber=None, **kwargs) -> tuple[dict, list[dict], list[dict]]:
     """Also returns the generated audio."""
     from omnidiff.eval.speech import Transcriber, word_error_rate
@@ -160,11 +167,15 @@ def evaluate_tts(pipe, samples: list[dict], transcriber=None, **kwargs) -> tuple
     waves = pipe(texts, **kwargs)
     heard = [transcriber.transcribe(w["array"], w["sample_rate"]) if len(w["array"]) else "" for w in waves]
     original = [transcriber.transcribe(np.asarray(s["wav"]["array"], np.float32), s["wav"]["sample_rate"]) for s in samples]
+    # the ceiling of the task: the original through the codec and back, on the levels the model speaks
+    coded = [transcriber.transcribe(*codec_round_trip(pipe.tokenizers.audio, s["wav"], pipe.task_impl.audio_levels))
+             for s in samples]
     records = [{"key": s["__key__"], "text": t, "whisper_on_generated": h, "whisper_on_original": o,
-                "seconds": round(len(w["array"]) / w["sample_rate"], 2)}
-               for s, t, h, o, w in zip(samples, texts, heard, original, waves, strict=True)]
+                "whisper_on_codec": c, "seconds": round(len(w["array"]) / w["sample_rate"], 2)}
+               for s, t, h, o, c, w in zip(samples, texts, heard, original, coded, waves, strict=True)]
     metrics = {"wer_generated": round(word_error_rate(texts, heard), 4),
-               "wer_original": round(word_error_rate(texts, original), 4), "n": len(samples)}
+               "wer_original": round(word_error_rate(texts, original), 4),
+               "wer_codec": round(word_error_rate(texts, coded), 4), "n": len(samples)}
     return metrics, records, waves
 
 

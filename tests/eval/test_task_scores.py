@@ -82,3 +82,17 @@ def test_read_objects_finds_every_object_of_original_renders_wherever_it_is():
     moved = dict(SCENE, objects=[dict(SCENE["objects"][0], x=44, y=20), dict(SCENE["objects"][1], x=20, y=44)])
     assert sorted(read_objects(shapes.render_scene(moved))) == [("blue", "square"), ("red", "circle")]
     assert pair_match([("red", "circle"), ("red", "circle")], [("red", "circle")]) == (1, 2, 1)
+
+
+def test_the_codec_round_trip_keeps_the_clip_length_and_uses_only_the_levels_asked_for():
+    from tests.fixtures import tiny_tokenizers
+
+    tok = tiny_tokenizers().audio
+    rng = np.random.default_rng(0)
+    wav = {"array": (0.1 * rng.standard_normal(8000)).astype(np.float32), "sample_rate": 16000}
+    both, rate = T.codec_round_trip(tok, wav, None)
+    first, _ = T.codec_round_trip(tok, wav, 1)
+    assert rate == 16000 and abs(len(both) - 8000) <= tok.config.hop_length * tok.config.downsample
+    assert len(first) == len(both) and not np.allclose(first, both)  # the second level changes the sound
+    again, _ = T.codec_round_trip(tok, wav, 1)
+    assert np.array_equal(first, again)
