@@ -134,7 +134,7 @@ $(ENCODER)/backbone.safetensors: $(D)/shapes/manifest.json $(D)/digits/manifest.
 	$(PY) -m omnidiff.training.dense_pretrain --data $(D)/shapes,$(D)/digits --out $(ENCODER) $(DENSE_ARGS)
 
 # The audio encoder's speech backbone pretrained with CTC on the speech set's transcripts
-# (omnidiff/training/ctc_pretrain.py, ~5 minutes): speech recognition hears its clip through it, frozen,
+# (omnidiff/training/ctc_pretrain.py, 9 minutes on a slow 2-core machine): speech recognition hears its clip through it, frozen,
 # in place of the codec codes (model.audio_encoder_init; docs/ablations.md, section 21).
 AUDIO_ENCODER := $(R)/audio_encoder
 CTC_ARGS := $(if $(filter smoke,$(SCALE)),--epochs 2 --batch 8,)

@@ -218,8 +218,9 @@ class ShardStream:
             self.epoch, self.shard_cursor = self.epoch + 1, 0
 
 
-def read_split(directory: str | Path, split: str, num: int) -> list[dict]:
-    """The first ``num`` samples of a split in shard order, each at most once (a smaller split is read whole)."""
+def read_split(directory: str | Path, split: str, num: int | None = None) -> list[dict]:
+    """The first ``num`` samples of a split in shard order, each at most once (a smaller split, or any split
+    when ``num`` is None, is read whole)."""
     samples = []
     for sample in ShardStream(split_shards(directory, split), shuffle=False):
         if sample["__epoch__"] > 0 or len(samples) == num:  # the stream loops forever

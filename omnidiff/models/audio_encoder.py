@@ -106,6 +106,15 @@ def audio_code_span(prefix: torch.Tensor, vocab) -> tuple[int, int]:
     return first, len(where)
 
 
+def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D waves -> (waves [M, T] zero-padded to the longest, lengths [M])."""
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    padded = torch.zeros(len(waves), int(lengths.max()))
+    for m, w in enumerate(waves):
+        padded[m, : w.numel()] = w
+    return padded, lengths
+
+
 def audio_inputs(prefixes: list[torch.Tensor], waves: list[torch.Tensor | None], vocab) -> AudioInputs | None:
     """`AudioInputs` of prompts with their waveforms (None where a prompt has no audio); None if none has one.
 
@@ -127,11 +136,7 @@ def audio_inputs(prefixes: list[torch.Tensor], waves: list[torch.Tensor | None],
             codes.append(count)
     if not kept:
         return None
-    lengths = torch.tensor([w.numel() for w in kept], dtype=torch.long)
-    padded = torch.zeros(len(kept), int(lengths.max()))
-    for m, w in enumerate(kept):
-        padded[m, : w.numel()] = w
-    return AudioInputs(padded, lengths, torch.tensor(codes, dtype=torch.long), torch.tensor(rows, dtype=torch.long),
+    return AudioInputs(*pad_waves(kept), torch.tensor(codes, dtype=torch.long), torch.tensor(rows, dtype=torch.long),
                        torch.tensor(starts, dtype=torch.long))
 
 

@@ -108,7 +108,7 @@ class SpeechBackbone(nn.Module):
         mel = self.log_mel(waves_MT, lengths_M)
         if augment is not None:
             mel = augment(mel)
-        x = nn.functional.gelu(self.conv1(mel))
+        x = nn.functional.gelu(self.conv1(mel.to(self.conv1.weight.dtype)))  # bf16 weights read a bf16 spectrogram
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)  # [M, F, C]
         frames = frames_of(lengths_M, self.cfg.hop_length).clamp(max=x.shape[1])
         if x.shape[1] > self.cfg.max_frames:

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from omnidiff.data.shards import ShardStream, split_shards
+from omnidiff.data.shards import read_split
 from omnidiff.eval.speech import edit_distance, word_error_rate
 from omnidiff.files import atomic_output
+from omnidiff.models.audio_encoder import pad_waves
 from omnidiff.models.speech_backbone import SpeechBackbone, SpeechBackboneConfig
 from omnidiff.tokenization.audio import resample
 from omnidiff.training.clip import BACKBONE_FILE, run_cli
@@ -52,12 +53,8 @@ def spelling(text: str) -> str:
 
 def load_split(data: str | Path, split: str, sample_rate: int) -> tuple[list[torch.Tensor], list[str]]:
     """(waves at ``sample_rate``, transcripts) of one split of a built speech dataset, in stored order."""
-    shards = split_shards(data, split)  # a missing dataset says how to build it
-    count = json.loads((Path(data) / "manifest.json").read_text())["splits"][split]["count"]
-    stream = iter(ShardStream(shards, shuffle=False))
     waves, texts = [], []
-    for _ in range(count):
-        sample = next(stream)
+    for sample in read_split(data, split):  # a missing dataset says how to build it
         wav, text = sample.get("wav"), sample.get("txt")
         if not isinstance(wav, dict) or not isinstance(text, str) or not spelling(text):
             raise ValueError(f"sample {sample.get('__key__', '?')} of {data} lacks a wav or a transcript; CTC "
@@ -66,14 +63,6 @@ def load_split(data: str | Path, split: str, sample_rate: int) -> tuple[list[tor
         waves.append(resample(wave, int(wav["sample_rate"]), sample_rate))
         texts.append(spelling(text))
     return waves, texts
-
-
-def pad_waves(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
-    out = torch.zeros(len(waves), int(lengths.max()))
-    for m, w in enumerate(waves):
-        out[m, : w.numel()] = w
-    return out, lengths
 
 
 class CTCReader(nn.Module):

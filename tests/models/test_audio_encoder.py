@@ -166,3 +166,12 @@ def test_train_py_trains_from_a_pretrained_encoder_exports_and_the_pipeline_hear
     inputs = pipe.audio_inputs([prompt], [c])
     assert inputs is not None and inputs.start.tolist() == [3]
     assert isinstance(pipe([c], answer_len=8)[0], str)
+
+
+def test_a_bf16_model_hears_a_float32_wave():
+    net = model(3).to(torch.bfloat16)
+    prompt = asr_prompt(clip(0))
+    inputs = audio_inputs([prompt], [audio_wave(TOKS, clip(0))], VOCAB)
+    with torch.no_grad():
+        logits = net(prompt[None], audio=inputs)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
