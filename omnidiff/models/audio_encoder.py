@@ -91,13 +91,9 @@ class AudioInputs:
 
 def audio_code_span(prefix: torch.Tensor, vocab) -> tuple[int, int]:
     """(index of the first audio code, number of audio codes) in a 1-D prompt of real tokens; (-1, 0) if none."""
-    ranges = [r for r in vocab.ranges if r.modality == "audio"]
-    if not ranges:
+    if not any(r.modality == "audio" for r in vocab.ranges):
         return -1, 0
-    hit = torch.zeros_like(prefix, dtype=torch.bool)
-    for r in ranges:
-        hit |= (prefix >= r.offset) & (prefix < r.end)
-    where = hit.nonzero().flatten()
+    where = vocab.modality_mask("audio")[prefix].nonzero().flatten()
     if not len(where):
         return -1, 0
     first, last = int(where[0]), int(where[-1])
