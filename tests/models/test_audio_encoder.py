@@ -59,7 +59,9 @@ def test_features_replace_only_the_audio_codes_of_rows_with_a_clip():
         swapped = net(batch["tokens"], audio=audio_inputs([prompts[0], tts], [audio_wave(TOKS, clips[1]), None], VOCAB))
     assert not torch.allclose(plain[0], heard[0]) and not torch.allclose(heard[0], swapped[0])
     assert torch.allclose(heard[0], recoded[0], atol=1e-6)  # replace: the codes' ids no longer matter
-    assert torch.equal(plain[1], heard[1]) and torch.equal(heard[1], swapped[1])  # the TTS row hears nothing
+    # The TTS row hears nothing. Not bit-equal: row 0's routing changes the MoE's per-expert group sizes, and with
+    # them the blocking of the grouped matmul that row 1's tokens share (seen on an AVX2 machine).
+    assert torch.allclose(plain[1], heard[1], rtol=0, atol=1e-5) and torch.allclose(heard[1], swapped[1], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("cache", ["prefix", "none"])
