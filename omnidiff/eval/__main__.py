@@ -119,10 +119,11 @@ def parse_sampler(text: str | None) -> dict:
 
 
 def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "val", tasks: list[str] | None = None,
-                 sampler: dict | None = None) -> dict:
+                 sampler: dict | None = None, policy: dict | None = None) -> dict:
     """Score every stream the run trained on (or only ``tasks``, stream names such as ``vla:robot``,
     keeping the other streams' scores already in ``out``), each decoded with its pipeline's default
-    sampler, with the fields in ``sampler`` replaced."""
+    sampler, with the fields in ``sampler`` replaced; ``policy`` holds `VLAPolicy` keyword arguments
+    (``execute_steps``, ``ensemble_decay``)."""
     import yaml
     from tqdm import tqdm
 
@@ -151,7 +152,8 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         task, path = spec["task"], spec["path"]
         name = stream_name(task, path)
         if task not in pipes:
-            pipes[task] = PIPELINES[task].from_pretrained(model_dir)
+            extra = (policy or {}) if task == "vla" else {}
+            pipes[task] = PIPELINES[task].from_pretrained(model_dir, **extra)
             if sampler:
                 pipes[task].sampler = dataclasses.replace(pipes[task].default_sampler(), **sampler)
         pipe = pipes[task]
@@ -162,6 +164,8 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
         metrics, records = evaluate_task(task, pipe, samples, n_ans, out, rollouts=rollouts, num=num,
                                          robot_tasks=dataset_tasks(path) if task == "vla" else None)
         metrics["decode"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in pipe.last_stats.items()}
+        if task == "vla" and policy:
+            metrics["policy"] = dict(policy)
         results[name] = {"metrics": metrics, "examples": records[:8]}
     summary_file = run / "summary.json"
     if summary_file.exists():
@@ -172,6 +176,15 @@ def evaluate_run(run: Path, out: Path, num: int, rollouts: int, split: str = "va
     atomic_write_text(out / "results.md", markdown(results))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # last: `make` takes it as "done"
     return results
+
+
+def policy_options(args) -> dict | None:
+    """`VLAPolicy` keyword arguments from ``--execute-steps`` / ``--ensemble-decay`` (None: the defaults)."""
+    if args.execute_steps is not None:
+        return {"execute_steps": args.execute_steps}
+    if args.ensemble_decay is not None:
+        return {"ensemble_decay": args.ensemble_decay}
+    return None
 
 
 def markdown(results: dict) -> str:
@@ -204,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", help="comma-separated streams to score, e.g. vla:robot (default: every stream)")
     parser.add_argument("--sampler", help="decode with each pipeline's default sampler but these SamplerConfig "
                         "fields, e.g. strategy=low_confidence,steps=4,block_len=none")
+    execution = parser.add_mutually_exclusive_group()
+    execution.add_argument("--execute-steps", type=int, help="robot episodes: actions of each chunk executed before "
+                           "the next is decoded (default: the whole chunk)")
+    execution.add_argument("--ensemble-decay", type=float, help="robot episodes: decode a chunk at every step and act on "
+                           "the temporal ensemble of the chunks, weights exp(-decay * k) (ACT)")
     args = parser.parse_args(argv)
     if args.num <= 0:
         print(f"error: --num must be positive, got {args.num}", file=sys.stderr)
@@ -212,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         results = evaluate_run(run, Path(args.out) if args.out else run / "results", args.num, args.rollouts, args.split,
-                               tasks=tasks, sampler=parse_sampler(args.sampler))
+                               tasks=tasks, sampler=parse_sampler(args.sampler), policy=policy_options(args))
     except (ValueError, TypeError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@
 ``policy.act(image, instruction, proprio=None)`` returns the next action in robot units; the policy
 decodes a chunk of H actions at once (all H x D tokens in parallel, as Discrete Diffusion VLA does)
 and replays it for ``execute_steps`` steps (default: the whole chunk) before it asks the model
-again. ``predict_action(image, instruction, proprio)`` returns the whole [H, D] chunk. ``reset()`` starts a new episode.
+again, or, with ``ensemble_decay``, decodes a chunk at every step and acts on the temporal ensemble of
+the chunks that reach it (`omnidiff.pipelines.chunk_execution`). ``predict_action(image, instruction,
+proprio)`` returns the whole [H, D] chunk. ``reset()`` starts a new episode.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import dataclasses
 import numpy as np
 
 from omnidiff.pipelines.base import DiffusionPipeline
+from omnidiff.pipelines.chunk_execution import ChunkQueue, TemporalEnsemble
 from omnidiff.sampling import fixed_layout
 
 
 class VLAPolicy(DiffusionPipeline):
     task = "vla"
 
-    def __init__(self, *args, execute_steps: int | None = None, use_proprio: bool | None = None, **kwargs):
+    def __init__(self, *args, execute_steps: int | None = None, ensemble_decay: float | None = None,
+                 use_proprio: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         from omnidiff.tasks.vla import VLATask
 
@@ -28,13 +32,17 @@ class VLAPolicy(DiffusionPipeline):
         self.task_impl = VLATask(use_proprio=use_proprio)
         tok = self.tokenizers.action
         self.horizon, self.action_dim = int(tok.horizon), int(tok.action_dim)
-        self.execute_steps = execute_steps or self.horizon
-        if not 1 <= self.execute_steps <= self.horizon:
-            raise ValueError(f"execute_steps must be in [1, {self.horizon}] (the chunk length), got {execute_steps}")
-        self.reset()
+        if ensemble_decay is not None and execute_steps is not None:
+            raise ValueError("pass execute_steps or ensemble_decay, not both: the temporal ensemble decodes at every step")
+        if ensemble_decay is not None:
+            self.executor = TemporalEnsemble(self.horizon, ensemble_decay)
+            self.execute_steps = 1
+        else:
+            self.executor = ChunkQueue(self.horizon, execute_steps)
+            self.execute_steps = self.executor.execute
 
     def reset(self) -> None:
-        self._queue: list[np.ndarray] = []
+        self.executor.reset()
 
     def default_sampler(self):
         """A whole chunk in one denoising step: every action token from the first forward over the
@@ -74,8 +82,5 @@ class VLAPolicy(DiffusionPipeline):
         return np.asarray(tok.decode(ids), dtype=np.float32)
 
     def act(self, image, instruction: str, proprio=None, *, seed: int = 0) -> np.ndarray:
-        """The next action [D]; decodes a new chunk when the current one has been executed."""
-        if not self._queue:
-            chunk = self.predict_action(image, instruction, proprio, seed=seed)
-            self._queue = list(chunk[: self.execute_steps])
-        return self._queue.pop(0)
+        """The next action [D]; decodes a new chunk when the executor asks for one."""
+        return self.executor.next(lambda: self.predict_action(image, instruction, proprio, seed=seed))

@@ -85,3 +85,17 @@ def test_closed_loop_runs_every_task_of_the_robot_dataset(tmp_path, monkeypatch)
     evaluate_task("vla", None, samples, 33, tmp_path, rollouts=2, robot_tasks=dataset_tasks(str(data)))
     evaluate_task("vla", None, samples, 33, tmp_path, rollouts=2)
     assert asked == [(["reach-v3", "push-v3", "door-open-v3"], [10_000, 10_001]), (["push-v3"], [10_000, 10_001])]
+
+
+def test_eval_passes_the_robot_execution_options_to_the_policy(tmp_path):
+    import argparse
+
+    from omnidiff.eval.__main__ import policy_options
+
+    opts = argparse.Namespace(execute_steps=2, ensemble_decay=None)
+    assert policy_options(opts) == {"execute_steps": 2}
+    assert policy_options(argparse.Namespace(execute_steps=None, ensemble_decay=0.1)) == {"ensemble_decay": 0.1}
+    assert policy_options(argparse.Namespace(execute_steps=None, ensemble_decay=None)) is None
+    proc = subprocess.run([sys.executable, "-m", "omnidiff.eval", "--run", str(tmp_path), "--execute-steps", "2",
+                           "--ensemble-decay", "0.1"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr and "Traceback" not in proc.stderr

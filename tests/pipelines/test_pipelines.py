@@ -124,6 +124,22 @@ def test_vla_policy_replays_its_chunk(model_dir, monkeypatch):
         VLAPolicy.from_pretrained(model_dir, execute_steps=9)
 
 
+def test_vla_policy_with_a_temporal_ensemble_decodes_every_step(model_dir, monkeypatch):
+    policy = VLAPolicy.from_pretrained(model_dir, ensemble_decay=0.1)
+    obs, state = picture(3), np.zeros(3, np.float32)
+    chunk = policy.predict_action(obs, "push the puck", state)
+    calls = []
+    real = policy.predict_action
+    monkeypatch.setattr(policy, "predict_action", lambda *a, **k: calls.append(1) or real(*a, **k))
+    actions = [policy.act(obs, "push the puck", state, seed=0) for _ in range(3)]
+    assert len(calls) == 3 and policy.execute_steps == 1
+    np.testing.assert_allclose(actions[0], chunk[0])  # the first step has one chunk to ask
+    w = np.exp(-0.1 * np.arange(2))  # step 1: chunk 0's second action, the new chunk's first (same observation)
+    np.testing.assert_allclose(actions[1], (w[0] * chunk[1] + w[1] * chunk[0]) / w.sum(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        VLAPolicy.from_pretrained(model_dir, execute_steps=2, ensemble_decay=0.1)
+
+
 def test_loading_refuses_a_foreign_tokenizer_and_a_non_model_folder(model_dir, tmp_path):
     other = TokenizerSet(text=TextTokenizer.train(text_docs(200), vocab_size=280, show_progress=False))
     other.save(tmp_path / "toks")
