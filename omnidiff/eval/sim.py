@@ -1,8 +1,8 @@
 """Closed-loop evaluation of a `VLAPolicy` in MetaWorld: does the robot solve the task?
 
 The policy sees what the dataset builder recorded (the same camera, frame size and proprio
-layout from `omnidiff.data.sources.metaworld`), decodes an action chunk, executes
-``policy.execute_steps`` actions of it, and asks again. Success is MetaWorld's ``info["success"]``.
+layout from `omnidiff.data.sources.metaworld`) and is asked for one action per step; its executor
+decides when to decode a new chunk (`omnidiff.pipelines.chunk_execution`). Success is MetaWorld's ``info["success"]``.
 Environments are placed by seeds disjoint from the builder's training seeds when the caller
 passes fresh ones.
 """

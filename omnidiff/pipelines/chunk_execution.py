@@ -38,6 +38,8 @@ class ChunkQueue:
 
 
 class TemporalEnsemble:
+    execute = 1  # a chunk is decoded at every step
+
     def __init__(self, horizon: int, decay: float):
         if not (isinstance(decay, int | float) and math.isfinite(decay) and decay >= 0):
             raise ValueError(f"the temporal ensemble's decay must be a finite number >= 0, got {decay!r}")

@@ -34,12 +34,13 @@ class VLAPolicy(DiffusionPipeline):
         self.horizon, self.action_dim = int(tok.horizon), int(tok.action_dim)
         if ensemble_decay is not None and execute_steps is not None:
             raise ValueError("pass execute_steps or ensemble_decay, not both: the temporal ensemble decodes at every step")
-        if ensemble_decay is not None:
-            self.executor = TemporalEnsemble(self.horizon, ensemble_decay)
-            self.execute_steps = 1
-        else:
-            self.executor = ChunkQueue(self.horizon, execute_steps)
-            self.execute_steps = self.executor.execute
+        self.executor = (TemporalEnsemble(self.horizon, ensemble_decay) if ensemble_decay is not None
+                         else ChunkQueue(self.horizon, execute_steps))
+
+    @property
+    def execute_steps(self) -> int:
+        """Actions executed per decoded chunk (1 for the temporal ensemble)."""
+        return self.executor.execute
 
     def reset(self) -> None:
         self.executor.reset()
