@@ -7,10 +7,16 @@ Every denoiser answers ``logits(answer_BA, lo, hi)`` -> logits [B, hi - lo, V] f
 
 - `Uncached`: the whole sequence every step (the reference).
 - `PrefixCached`: **exact** under ``prefix`` attention. Prefix queries never see the answer, so the
-  prefix keys/values are computed once and only answer tokens are fed afterwards.
+  prefix keys/values are computed once, in the first step's forward over prompt and answer, and only
+  answer tokens are fed afterwards.
 - `BlockCached`: **exact** under ``block`` attention (BD3-LM). The prompt and every finished block
-  are encoded once as clean ``x_0`` (block-causal) and appended to the cache; the current block's
-  ``x_t`` attends that cache plus itself, exactly the keys the ``x_t ⊕ x_0`` layout lets it see.
+  are encoded once as clean ``x_0`` (block-causal) and appended to the cache, in front of the next
+  step's block; the current block's ``x_t`` attends that cache plus itself, exactly the keys the
+  ``x_t ⊕ x_0`` layout lets it see.
+
+Neither exact diffusion cache spends a forward on the prompt alone: what is to be cached joins the next
+denoising step's forward, so a decode costs one forward per step, as an AR decoder's first token comes
+from its prompt forward.
 - `CausalCached`: **exact** under ``causal`` attention (the AR twin): the prompt is encoded once, then
   each committed token is appended to the cache and its logits predict the next column, one forward
   per answer token, as an AR decoder with a KV cache runs.
@@ -85,16 +91,21 @@ class Uncached(Denoiser):
 
 
 class PrefixCached(Denoiser):
-    """Exact prefix KV cache for models decoded with ``prefix`` attention."""
+    """Exact prefix KV cache for models decoded with ``prefix`` attention.
+
+    The prompt is not encoded on its own: the first denoising step runs prompt and answer in one forward
+    under ``prefix`` attention, exactly the uncached step, and keeps only the prompt's keys/values in
+    the cache (prompt queries never see the answer, so those are the prompt's own). Later steps feed
+    the answer alone against that cache. The first step thus costs one forward, not two, as an AR
+    decoder takes its first token from its prompt forward.
+    """
 
     def begin(self):
-        self.cache = self.model.new_cache()
-        out = self._forward(self.prefix, AttentionSpec("full", padding_mask=self.prefix_pad),
-                            self.positions[:, : self.P], self.cache)
-        self.last_prefix_logits = out[:, -1:]  # predicts answer column 0 when ``shift`` is on
-        self.cache.frozen = True
+        self.cache = None
 
     def logits(self, answer_BA, lo, hi):
+        if self.cache is None:
+            return self._first_step(answer_BA, lo, hi)
         ones = torch.ones_like(answer_BA, dtype=torch.bool)
         spec = AttentionSpec("full", padding_mask=ones)
         if self.shift and lo == 0:  # column 0 is predicted by the last prompt token
@@ -104,32 +115,71 @@ class PrefixCached(Denoiser):
             return torch.cat([self.last_prefix_logits, out], 1)
         return self._forward(answer_BA, spec, self.positions[:, self.P:], self.cache, self._columns(0, lo, hi))
 
+    def _first_step(self, answer_BA, lo, hi):
+        """Prompt and answer in one forward; the cache keeps the prompt's columns only."""
+        B = answer_BA.shape[0]
+        self.cache = self.model.new_cache()
+        lengths = torch.full((B,), self.P, dtype=torch.long, device=answer_BA.device)
+        spec = AttentionSpec("prefix", prefix_lengths=lengths, padding_mask=self.pad)
+        out = self._forward(torch.cat([self.prefix, answer_BA], 1), spec, self.positions, self.cache,
+                            self._columns(self.P, lo, hi))
+        keep_columns(self.cache, torch.arange(self.P, device=answer_BA.device))
+        self.cache.frozen = True
+        if self.shift and lo == 0:  # later steps of this block read column 0's logits from here
+            self.last_prefix_logits = out[:, :1]
+        return out
 
-def block_causal(pad_BL: torch.Tensor, block_size: int) -> torch.Tensor:
-    """[B, L, L] pattern of the ``x_0`` half of block attention: own and earlier blocks."""
-    idx = torch.arange(pad_BL.shape[1], device=pad_BL.device) // block_size
+
+def block_causal(pad_BL: torch.Tensor, block_size: int, start: int = 0) -> torch.Tensor:
+    """[B, L, L] pattern of the ``x_0`` half of block attention: own and earlier blocks (columns counted
+    from ``start``)."""
+    idx = torch.arange(start, start + pad_BL.shape[1], device=pad_BL.device) // block_size
     return (idx.view(-1, 1) >= idx.view(1, -1)).expand(pad_BL.shape[0], -1, -1)
 
 
 class BlockCached(Denoiser):
-    """Exact block cache for models decoded with ``block`` attention (prompt length a multiple of the block)."""
+    """Exact block cache for models decoded with ``block`` attention (prompt length a multiple of the block).
+
+    What the cache still lacks (the prompt at first, then each finished block as clean ``x_0``) is not
+    encoded in a forward of its own: it rides in front of the next step's ``x_t`` block. Those columns
+    attend as the ``x_0`` half does in training (the cache and their own and earlier blocks, never the
+    ``x_t`` behind them), so their keys/values, the only part of them kept, are the ones a separate
+    forward would store; the ``x_t`` block attends the cache, them and itself. A decode thus costs one
+    forward per step, and one that stops early never encodes its last block.
+    """
 
     def begin(self):
         self.cache = self.model.new_cache()
-        spec = AttentionSpec("full", padding_mask=self.prefix_pad, allowed=block_causal(self.prefix_pad, self.block_size))
-        self._forward(self.prefix, spec, self.positions[:, : self.P], self.cache)
+        self.pending = (0, self.P)  # sequence columns still to be cached: the prompt
 
-    def _block(self, answer_BA, lo, hi, frozen: bool):
-        self.cache.frozen = frozen
+    def logits(self, answer_BA, lo, hi):
+        if self.pending is not None:
+            return self._with_pending(answer_BA, lo, hi)
+        self.cache.frozen = True
         tokens = answer_BA[:, lo:hi]
         spec = AttentionSpec("full", padding_mask=torch.ones_like(tokens, dtype=torch.bool))
         return self._forward(tokens, spec, self.positions[:, self.P + lo: self.P + hi], self.cache)
 
-    def logits(self, answer_BA, lo, hi):
-        return self._block(answer_BA, lo, hi, frozen=True)
-
     def end_block(self, answer_BA, lo, hi):
-        self._block(answer_BA, lo, hi, frozen=False)
+        self.pending = (self.P + lo, self.P + hi)  # cached with the next block's first step, if there is one
+
+    def _with_pending(self, answer_BA, lo, hi):
+        """One forward over the pending clean columns followed by the ``x_t`` block; only the former are cached."""
+        a, b = self.pending
+        sequence = torch.cat([self.prefix, answer_BA], 1)
+        clean, noisy = sequence[:, a:b], answer_BA[:, lo:hi]
+        B, m, n, K = clean.shape[0], b - a, hi - lo, self.cache.length
+        pad = torch.cat([self.pad[:, a:b], torch.ones_like(noisy, dtype=torch.bool)], 1)
+        allowed = torch.ones(B, m + n, K + m + n, dtype=torch.bool, device=clean.device)
+        allowed[:, :m, K:K + m] = block_causal(self.pad[:, a:b], self.block_size, start=a)
+        allowed[:, :m, K + m:] = False  # clean columns never see the noisy block
+        positions = torch.cat([self.positions[:, a:b], self.positions[:, self.P + lo: self.P + hi]], 1)
+        self.cache.frozen = False
+        out = self._forward(torch.cat([clean, noisy], 1), AttentionSpec("full", padding_mask=pad, allowed=allowed),
+                            positions, self.cache, slice(m, m + n))
+        keep_columns(self.cache, torch.arange(K + m, device=clean.device))
+        self.cache.frozen, self.pending = True, None
+        return out
 
 
 class CausalCached(Denoiser):

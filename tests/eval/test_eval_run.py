@@ -57,8 +57,8 @@ def test_eval_scores_chosen_streams_with_a_chosen_sampler(tmp_path):
     results = evaluate_run(run, run / "results", num=2, rollouts=0, tasks=["vqa:shapes"], sampler=sampler)
     assert set(results) == {"vqa:shapes", "caption:shapes"}  # the earlier caption scores are kept
     assert json.loads((run / "results" / "results.json").read_text())["caption:shapes"]["metrics"]["exact"] == 0.5
-    # the prompt's forward (the prefix cache) and two denoising steps, not one step per answer token
-    assert results["vqa:shapes"]["metrics"]["decode"]["nfe"] == 3
+    # two denoising steps (the first encodes the prompt too), not one step per answer token
+    assert results["vqa:shapes"]["metrics"]["decode"]["nfe"] == 2
 
     for args, message in ((["--sampler", "stepz=2"], "key=value pairs of"), (["--tasks", "asr:speech"], "not streams of"),
                           (["--sampler", "steps=0"], "steps")):

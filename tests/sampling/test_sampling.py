@@ -42,7 +42,33 @@ def test_exact_prefix_cache_is_token_identical(model, strategy, block_len):
     cached = generate(model, ps, answer_len=16, vocab=VOCAB, generator=gens(4),
                       config=SamplerConfig(cache="prefix", temperature=temperature, **cfg))
     assert torch.equal(plain.tokens, cached.tokens)
-    assert cached.stats["nfe"] == plain.stats["nfe"] + 1  # the one prefix forward
+    assert cached.stats["nfe"] == plain.stats["nfe"]  # the prompt is encoded inside the first step's forward
+
+
+def test_prefix_cache_keeps_exactly_the_prompt_after_its_first_step(model):
+    """The first step runs prompt + answer in one forward; the cache then holds the keys a forward over the
+    prompt alone would have stored, and later steps read it."""
+    from omnidiff.models.layers import AttentionSpec
+    from omnidiff.sampling.caches import PrefixCached
+    from omnidiff.sampling.loop import left_pad
+
+    prefix, pad = left_pad(prompts(), VOCAB.pad_id)
+    answer = torch.full((4, 8), VOCAB.mask_id)
+    answer[:, 5:] = VOCAB.range("text").offset + 3  # a partly decoded answer
+    denoiser = PrefixCached(model, prefix, pad, 8)
+    denoiser.begin()
+    first = denoiser.logits(answer, 0, 8)
+    assert denoiser.nfe == 1 and denoiser.cache.frozen and denoiser.cache.length == prefix.shape[1]
+    alone = model.new_cache()
+    with torch.no_grad():
+        model(prefix, attention=AttentionSpec("full", padding_mask=pad), positions=denoiser.positions[:, : prefix.shape[1]],
+              kv_cache=alone)
+    for mine, theirs in zip(denoiser.cache.keys + denoiser.cache.values, alone.keys + alone.values, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert torch.equal(denoiser.cache.key_padding, pad.bool())
+    later = denoiser.logits(answer, 0, 8)  # the answer alone against the cache: the same logits
+    assert denoiser.nfe == 2
+    torch.testing.assert_close(later, first, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cache", ["none", "prefix"])
@@ -63,6 +89,11 @@ def test_block_cache_is_token_identical_to_uncached_block_decoding(model):
         plain = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="none", **cfg))
         cached = generate(model, ps, answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="block", **cfg))
         assert torch.equal(plain.tokens, cached.tokens)
+        # the prompt and each finished block ride in the next step's forward: one forward per step
+        assert cached.stats["nfe"] == plain.stats["nfe"]
+        for i, p in enumerate(ps):  # and the rows of different prompt lengths stay independent
+            single = generate(model, [p], answer_len=16, vocab=VOCAB, config=SamplerConfig(cache="block", **cfg))
+            assert torch.equal(cached.tokens[i], single.tokens[0]), f"row {i} depends on the batch"
 
 
 class EosEverywhere(nn.Module):
@@ -85,8 +116,8 @@ def test_variable_length_stops_at_eos_with_block_cache(model):
     out = generate(EosEverywhere(model), prompts(), answer_len=16, vocab=VOCAB,
                    config=SamplerConfig(attention="block", cache="block", block_len=4, steps=8))
     assert (out.tokens == VOCAB.eos_id).all()
-    # prompt encoding + 2 denoising steps + appending the finished block, then stop
-    assert out.stats["nfe"] == 1 + 2 + 1
+    # 2 denoising steps (the first one encodes the prompt too), then stop: the finished block is never encoded
+    assert out.stats["nfe"] == 2
 
 
 def test_finished_with_eos_needs_only_eos_after_the_first_eos():
@@ -194,7 +225,7 @@ def test_fixed_layout_gives_well_formed_fixed_size_answers(model):
 def test_tokens_per_step_counts_each_rows_own_steps(model):
     # Four steps over 8 columns: every row commits 2 tokens per step, whatever the batch does.
     out = generate(model, prompts(), answer_len=8, vocab=VOCAB, config=SamplerConfig(steps=4, cache="prefix"))
-    assert out.stats["tokens_per_step"] == 2.0 and out.stats["tokens_per_forward"] == 8 / 5  # + the prefix forward
+    assert out.stats["tokens_per_step"] == 2.0 and out.stats["tokens_per_forward"] == 8 / 4  # prompt inside step 1
     one = generate(model, prompts()[:1], answer_len=8, vocab=VOCAB, config=SamplerConfig())
     assert one.stats["tokens_per_step"] == 1.0
 
