@@ -13,10 +13,6 @@ Every denoiser answers ``logits(answer_BA, lo, hi)`` -> logits [B, hi - lo, V] f
   are encoded once as clean ``x_0`` (block-causal) and appended to the cache, in front of the next
   step's block; the current block's ``x_t`` attends that cache plus itself, exactly the keys the
   ``x_t ⊕ x_0`` layout lets it see.
-
-Neither exact diffusion cache spends a forward on the prompt alone: what is to be cached joins the next
-denoising step's forward, so a decode costs one forward per step, as an AR decoder's first token comes
-from its prompt forward.
 - `CausalCached`: **exact** under ``causal`` attention (the AR twin): the prompt is encoded once, then
   each committed token is appended to the cache and its logits predict the next column, one forward
   per answer token, as an AR decoder with a KV cache runs.
@@ -24,6 +20,10 @@ from its prompt forward.
   block the whole sequence is encoded; the prefix (and, for ``dual``, the suffix after the block)
   keys/values are then reused for the block's later steps although the answer changed, which is an
   approximation: report its agreement with `Uncached`, do not assume identity.
+
+Neither exact diffusion cache spends a forward on the prompt alone: what is to be cached joins the next
+denoising step's forward, so a decode costs one forward per step, as an AR decoder's first token comes
+from its prompt forward.
 """
 
 from __future__ import annotations
