@@ -165,9 +165,9 @@ class BlockCached(Denoiser):
 
     def _with_pending(self, answer_BA, lo, hi):
         """One forward over the pending clean columns followed by the ``x_t`` block; only the former are cached."""
-        a, b = self.pending
-        sequence = torch.cat([self.prefix, answer_BA], 1)
-        clean, noisy = sequence[:, a:b], answer_BA[:, lo:hi]
+        a, b = self.pending  # the prompt, or one finished block of the answer
+        clean = self.prefix[:, a:b] if b <= self.P else answer_BA[:, a - self.P: b - self.P]
+        noisy = answer_BA[:, lo:hi]
         B, m, n, K = clean.shape[0], b - a, hi - lo, self.cache.length
         pad = torch.cat([self.pad[:, a:b], torch.ones_like(noisy, dtype=torch.bool)], 1)
         allowed = torch.ones(B, m + n, K + m + n, dtype=torch.bool, device=clean.device)
