@@ -155,8 +155,7 @@ class BlockCached(Denoiser):
     def logits(self, answer_BA, lo, hi):
         if self.pending is not None:
             return self._with_pending(answer_BA, lo, hi)
-        self.cache.frozen = True
-        tokens = answer_BA[:, lo:hi]
+        tokens = answer_BA[:, lo:hi]  # the cache is frozen since the pending columns were stored
         spec = AttentionSpec("full", padding_mask=torch.ones_like(tokens, dtype=torch.bool))
         return self._forward(tokens, spec, self.positions[:, self.P + lo: self.P + hi], self.cache)
 
