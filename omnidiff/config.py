@@ -91,7 +91,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    name: str = "adamw"  # "adamw" | "muon" (Muon for matrices, AdamW for the rest; omnidiff/training/optimizer.py)
+    lr: float = 1e-3  # AdamW's (with muon: the embeddings', output head's, norms' and biases')
+    muon_lr: float = 0.02  # Muon's, in spectral norm per step (optim.name=muon only)
+    muon_momentum: float = 0.95
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -104,7 +107,9 @@ class OptimConfig:
     def __post_init__(self):
         if not isinstance(self.fused, bool):
             raise ValueError(f"optim.fused must be true or false, got {self.fused!r}")
-        check_numbers("optim", self, lr=(0, None, "open"), min_lr_ratio=(0, 1), weight_decay=(0, None),
+        if self.name not in ("adamw", "muon"):
+            raise ValueError(f"optim.name must be 'adamw' or 'muon', got {self.name!r}")
+        check_numbers("optim", self, lr=(0, None, "open"), muon_lr=(0, None, "open"), muon_momentum=(0, 1), min_lr_ratio=(0, 1), weight_decay=(0, None),
                       warmup_steps=(0, None), decay_fraction=(0, 1, "open"), grad_clip=(0, None))
         if self.decay not in ("cosine", "wsd"):
             raise ValueError(f"optim.decay must be 'cosine' or 'wsd', got {self.decay!r}")

@@ -23,6 +23,7 @@ from deepspeed.accelerator import get_accelerator
 from torch import nn
 
 from omnidiff.config import DistributedConfig, OptimConfig
+from omnidiff.training import optimizer
 from omnidiff.training.accelerator import accelerator_for
 
 
@@ -106,7 +107,7 @@ def deepspeed_config(cfg: DistributedConfig, optim: OptimConfig, micro_batch: in
         zero["offload_optimizer"] = {"device": "cpu"}
     if cfg.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
-    return {
+    config = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": micro_batch * cfg.grad_accum * world_size,
@@ -117,6 +118,10 @@ def deepspeed_config(cfg: DistributedConfig, optim: OptimConfig, micro_batch: in
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    section = optimizer.deepspeed_section(optim)
+    if section is not None:
+        config["optimizer"] = section
+    return config
 
 
 def lr_lambda(optim: OptimConfig, total_steps: int) -> Callable[[int], float]:
@@ -137,19 +142,9 @@ def lr_lambda(optim: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices; leave norms, biases and router/expert biases undecayed."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and "norm" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def build_engine(make_model: Callable[[], nn.Module], dist_cfg: DistributedConfig, optim: OptimConfig,
                  micro_batch: int, total_steps: int, device: str):
-    """A DeepSpeed engine around ``make_model()`` with a torch AdamW client optimizer and our LR schedule."""
+    """A DeepSpeed engine around ``make_model()`` with the optimizer ``optim.name`` names and our LR schedule."""
     world = dist.get_world_size()
     ds_config = deepspeed_config(dist_cfg, optim, micro_batch, world)
     if dist_cfg.zero_stage == 3:
@@ -158,13 +153,16 @@ def build_engine(make_model: Callable[[], nn.Module], dist_cfg: DistributedConfi
     else:
         model = make_model()
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
-                                  fused=optim.fused)
+    client = optimizer.client_optimizer(model, optim)
     # A callable: DeepSpeed builds the scheduler on its wrapped optimizer (ZeRO-3 regroups parameters).
     def scheduler(wrapped):
         return torch.optim.lr_scheduler.LambdaLR(wrapped, lr_lambda(optim, total_steps))
 
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    if client is not None:
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=client, lr_scheduler=scheduler, config=ds_config)
+    else:  # DeepSpeed builds it from ds_config["optimizer"] over our decay / no-decay groups
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=optimizer.param_groups(model, optim.weight_decay),
+                                               lr_scheduler=scheduler, config=ds_config)
     return engine
 
 
