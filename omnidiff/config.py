@@ -109,8 +109,9 @@ class OptimConfig:
             raise ValueError(f"optim.fused must be true or false, got {self.fused!r}")
         if self.name not in ("adamw", "muon"):
             raise ValueError(f"optim.name must be 'adamw' or 'muon', got {self.name!r}")
-        check_numbers("optim", self, lr=(0, None, "open"), muon_lr=(0, None, "open"), muon_momentum=(0, 1), min_lr_ratio=(0, 1), weight_decay=(0, None),
-                      warmup_steps=(0, None), decay_fraction=(0, 1, "open"), grad_clip=(0, None))
+        check_numbers("optim", self, lr=(0, None, "open"), muon_lr=(0, None, "open"), muon_momentum=(0, 1),
+                      min_lr_ratio=(0, 1), weight_decay=(0, None), warmup_steps=(0, None),
+                      decay_fraction=(0, 1, "open"), grad_clip=(0, None))
         if self.decay not in ("cosine", "wsd"):
             raise ValueError(f"optim.decay must be 'cosine' or 'wsd', got {self.decay!r}")
         betas = tuple(self.betas) if isinstance(self.betas, list | tuple) else ()

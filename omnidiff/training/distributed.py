@@ -163,8 +163,9 @@ def build_engine(make_model: Callable[[], nn.Module], dist_cfg: DistributedConfi
     if client is not None:
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=client, lr_scheduler=scheduler, config=ds_config)
     else:  # DeepSpeed builds it from ds_config["optimizer"] over our decay / no-decay groups
-        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=optimizer.param_groups(model, optim.weight_decay),
-                                               lr_scheduler=scheduler, config=ds_config)
+        groups = optimizer.param_groups(model, optim.weight_decay)
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, lr_scheduler=scheduler,
+                                               config=ds_config)
     return engine
 
 
