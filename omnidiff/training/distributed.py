@@ -107,8 +107,7 @@ def deepspeed_config(cfg: DistributedConfig, optim: OptimConfig, micro_batch: in
         zero["offload_optimizer"] = {"device": "cpu"}
     if cfg.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = False
-        if optim.name == "muon":  # ZeRO-3 orthogonalises whole gathered matrices, so it refuses reduce-scatter
-            zero["reduce_scatter"] = False
+    zero.update(optimizer.zero_settings(optim, cfg.zero_stage))
     config = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum,

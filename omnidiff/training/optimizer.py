@@ -49,3 +49,9 @@ def deepspeed_section(optim: OptimConfig) -> dict | None:
     return {"type": "Muon", "params": {
         "lr": optim.lr, "adam_lr": optim.lr, "muon_lr": optim.muon_lr, "momentum": optim.muon_momentum,
         "betas": list(optim.betas), "eps": 1e-8, "weight_decay": optim.weight_decay}}
+
+
+def zero_settings(optim: OptimConfig, zero_stage: int) -> dict:
+    """What the optimizer needs of the ZeRO section: DeepSpeed's Muon under ZeRO-3 orthogonalises whole
+    gathered matrices and refuses reduce-scatter."""
+    return {"reduce_scatter": False} if optim.name == "muon" and zero_stage == 3 else {}
